@@ -1,0 +1,273 @@
+"""Training and evaluation: one loop for every chapter.
+
+``fit`` trains any model on any iterable of ``(x, y, ...)`` batches (a ``DeviceLoader`` or a torch
+``DataLoader``) and returns a :class:`History`. What is minimised is a ``step`` function
+``step(model, batch) -> (loss, logits)``; the default is cross-entropy, and ``kdlite.distill`` passes its own.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import TensorDataset
+
+Batch = Sequence[torch.Tensor]
+Step = Callable[[nn.Module, Batch], tuple[torch.Tensor, torch.Tensor]]
+
+
+def get_device(device: str | torch.device | None = None) -> torch.device:
+    """The device to use: ``device`` if given, else ``$KDLITE_DEVICE``, else cuda, then mps, then cpu."""
+    if device is None:
+        device = os.environ.get("KDLITE_DEVICE") or None
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> int:
+    """Seed Python's, NumPy's and torch's random generators (all devices). Returns the seed."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return seed
+
+
+def _progress_default() -> bool:
+    return os.environ.get("KDLITE_PROGRESS", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+class History:
+    """Per-epoch metrics of a training run: ``history["val_acc"]`` is a list, ``history.last`` a dict."""
+
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, float]] = []
+
+    def append(self, **metrics: float) -> None:
+        self.epochs.append(dict(metrics))
+
+    def __getitem__(self, key: str) -> list[float]:
+        if self.epochs and key not in self.epochs[-1]:
+            raise KeyError(f"no metric {key!r}; this history has: {', '.join(self.epochs[-1])}")
+        return [e[key] for e in self.epochs if key in e]
+
+    def __len__(self) -> int:
+        return len(self.epochs)
+
+    @property
+    def last(self) -> dict[str, float]:
+        return self.epochs[-1] if self.epochs else {}
+
+    def plot(self, keys: Sequence[str] | None = None, ax=None):
+        """Plot the losses and accuracies against the epoch; returns the matplotlib axes (two of them)."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+        keys = keys or [k for k in self.last if k.endswith(("loss", "acc"))]
+        epochs = range(1, len(self) + 1)
+        for k in keys:
+            a = ax[0] if k.endswith("loss") else ax[1]
+            a.plot(epochs, self[k], marker="o", ms=3, label=k)
+        for a, name in zip(ax, ("loss", "accuracy"), strict=True):
+            a.set_xlabel("epoch")
+            a.set_ylabel(name)
+            a.grid(alpha=0.3)
+            if a.lines:
+                a.legend()
+        return ax
+
+    def __repr__(self) -> str:
+        last = ", ".join(f"{k}={v:.4g}" for k, v in self.last.items())
+        return f"History({len(self)} epochs; last: {last})"
+
+
+def cross_entropy_step(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The default training step: ``logits = model(x)``, loss = cross-entropy(logits, y)."""
+    x, y = batch[0], batch[1]
+    logits = model(x)
+    return F.cross_entropy(logits.float(), y), logits
+
+
+def _as_batches(data, batch_size: int, shuffle: bool, device: torch.device | None) -> Iterable[Batch]:
+    """A ``TensorDataset`` becomes a ``DeviceLoader``; any other iterable of batches is used as it is."""
+    if isinstance(data, TensorDataset):
+        from .data import DeviceLoader
+
+        return DeviceLoader(data, batch_size, shuffle=shuffle, device=device)
+    return data
+
+
+def _data_device(data) -> torch.device | None:
+    return getattr(data, "device", None)
+
+
+def _autocast(device: torch.device, amp: bool | None):
+    """bf16 autocast on CUDA (amp=None or True); a no-op elsewhere."""
+    enabled = device.type == "cuda" and amp is not False
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    data: Iterable[Batch] | TensorDataset,
+    device: str | torch.device | None = None,
+    amp: bool | None = None,
+) -> dict[str, float]:
+    """Mean cross-entropy ``"loss"`` and ``"accuracy"`` (a fraction) of ``model`` on ``data``, in eval mode.
+
+    ``data`` is any iterable of ``(x, y, ...)`` batches, or a ``TensorDataset``. The model's train/eval mode is
+    restored afterwards.
+    """
+    device = get_device(device) if device is not None else (_data_device(data) or _model_device(model))
+    data = _as_batches(data, 1024, shuffle=False, device=device)
+    was_training = model.training
+    model.eval()
+    total_loss, correct, n = torch.zeros((), device=device), torch.zeros((), device=device), 0
+    try:
+        for batch in data:
+            x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+            with _autocast(device, amp):
+                logits = model(x)
+            total_loss += F.cross_entropy(logits.float(), y, reduction="sum")
+            correct += (logits.argmax(-1) == y).sum()
+            n += len(y)
+    finally:
+        model.train(was_training)
+    if n == 0:
+        raise ValueError("evaluate got no batches: data is empty")
+    return {"loss": total_loss.item() / n, "accuracy": correct.item() / n, "n": n}
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else get_device()
+
+
+def fit(
+    model: nn.Module,
+    train: Iterable[Batch] | TensorDataset,
+    epochs: int,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    lr: float | None = None,
+    weight_decay: float = 5e-4,
+    scheduler: str | None = "onecycle",
+    val: Iterable[Batch] | TensorDataset | None = None,
+    step: Step = cross_entropy_step,
+    extra_params: Iterable[nn.Parameter] = (),
+    after_step: Callable[[], None] | None = None,
+    device: str | torch.device | None = None,
+    amp: bool | None = None,
+    progress: bool | None = None,
+    desc: str = "train",
+) -> History:
+    """Train ``model`` for ``epochs`` epochs; return a :class:`History` (``train_loss``, ``train_acc``, and
+    ``val_loss``, ``val_acc`` when ``val`` is given, ``lr``, ``time``).
+
+    Args:
+        model: any module returning logits.
+        train: an iterable of ``(x, y, ...)`` batches; a ``TensorDataset`` is wrapped in a shuffling
+            ``DeviceLoader`` of batch 128.
+        epochs: number of passes over ``train``.
+        optimizer: your own optimizer (then no scheduler is added unless you ask). The default, which trains the
+            book's models well without tuning, is AdamW(lr=2e-3, weight_decay=5e-4) with a one-cycle schedule.
+        lr: learning rate of the default optimizer (cannot be combined with ``optimizer``).
+        weight_decay: of the default optimizer.
+        scheduler: ``"onecycle"`` (warm-up, then cosine decay, stepped per batch), ``"cosine"`` or ``None``.
+        val: data evaluated after every epoch.
+        step: ``step(model, batch) -> (loss, logits)``; the default is cross-entropy on ``batch[:2]``.
+        extra_params: more parameters for the default optimizer (e.g. feature-distillation connectors).
+        after_step: called after each optimizer step (e.g. to re-apply pruning masks).
+        device: default: the data's device (a ``DeviceLoader``'s), else ``kdlite.get_device()``.
+        amp: bf16 autocast on CUDA unless ``False``.
+        progress: a tqdm progress bar with live loss and accuracy (default on; ``KDLITE_PROGRESS=0`` turns
+            it off).
+        desc: the progress bar's label.
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"epochs must be a non-negative int; got {epochs!r}")
+    if optimizer is not None and lr is not None:
+        raise ValueError("pass either optimizer or lr, not both: lr sets the default optimizer's learning rate")
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive finite number; got {lr!r}")
+    if scheduler not in ("onecycle", "cosine", None):
+        raise ValueError(f"scheduler must be 'onecycle', 'cosine' or None; got {scheduler!r}")
+    device = get_device(device) if device is not None else (_data_device(train) or get_device())
+    train = _as_batches(train, 128, shuffle=True, device=device)
+    model.to(device)
+    steps_per_epoch = len(train) if hasattr(train, "__len__") else None
+    sched = None
+    if optimizer is None:
+        params = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
+        lr = 2e-3 if lr is None else lr
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        if scheduler is not None and steps_per_epoch and epochs > 0:
+            total = epochs * steps_per_epoch
+            if scheduler == "onecycle":
+                sched = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total, pct_start=0.2)
+            else:
+                sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    show = _progress_default() if progress is None else progress
+    history = History()
+    bar = None
+    if show and epochs > 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=epochs * steps_per_epoch if steps_per_epoch else None, desc=desc, leave=False)
+    try:
+        for epoch in range(1, epochs + 1):
+            model.train()
+            t0 = time.perf_counter()
+            loss_sum, correct, n = torch.zeros((), device=device), torch.zeros((), device=device), 0
+            for i, batch in enumerate(train):
+                batch = [t.to(device, non_blocking=True) for t in batch]
+                with _autocast(device, amp):
+                    loss, logits = step(model, batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if sched is not None:
+                    sched.step()
+                if after_step is not None:
+                    after_step()
+                y = batch[1]
+                loss_sum += loss.detach().float() * len(y)
+                correct += (logits.detach().argmax(-1) == y).sum()
+                n += len(y)
+                if bar is not None:
+                    bar.update()
+                    if i % 20 == 0:
+                        bar.set_postfix(epoch=epoch, loss=f"{loss_sum.item() / n:.4f}", acc=f"{correct.item() / n:.3f}")
+            if n == 0:
+                raise ValueError("fit got no batches: the training data is empty")
+            train_loss = loss_sum.item() / n
+            if not math.isfinite(train_loss):
+                raise FloatingPointError(
+                    f"training loss became {train_loss} in epoch {epoch}; the learning rate "
+                    f"({optimizer.param_groups[0]['lr']:.3g}) may be too high, or the inputs contain NaN/inf"
+                )
+            metrics = {"epoch": epoch, "train_loss": train_loss, "train_acc": correct.item() / n}
+            if val is not None:
+                ev = evaluate(model, val, device=device, amp=amp)
+                metrics.update(val_loss=ev["loss"], val_acc=ev["accuracy"])
+            metrics.update(lr=optimizer.param_groups[0]["lr"], time=time.perf_counter() - t0)
+            history.append(**metrics)
+            if bar is not None:
+                bar.set_postfix({k: f"{v:.4f}" for k, v in metrics.items() if k.endswith(("loss", "acc"))})
+    finally:
+        if bar is not None:
+            bar.close()
+    return history
