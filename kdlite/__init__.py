@@ -4,7 +4,7 @@ One concept per module: ``scale`` (experiment sizes), ``data`` (datasets and the
 ``train`` (fit, evaluate), ``measure`` (size and speed).
 """
 
-from . import data, measure, models, train
+from . import data, measure, models, report, train
 from .data import DeviceLoader, load_dataset
 from .scale import Scale, scale
 from .train import History, evaluate, fit, get_device, seed_everything
@@ -22,6 +22,7 @@ __all__ = [
     "load_dataset",
     "measure",
     "models",
+    "report",
     "scale",
     "seed_everything",
     "train",

@@ -24,11 +24,11 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
 def _tensor_bytes(obj) -> int:
     """Bytes of the tensors inside ``obj`` (tensors, quantized tensors, and tuples/lists/dicts of them)."""
     if isinstance(obj, torch.Tensor):
-        if obj.is_quantized:  # int8 storage + its scale(s) and zero point(s)
-            extra = obj.q_per_channel_scales().numel() * 12 if obj.qscheme() in (
-                torch.per_channel_affine, torch.per_channel_symmetric) else 12
-            return obj.numel() * obj.element_size() + extra
-        return obj.numel() * obj.element_size()
+        size = obj.numel() * obj.element_size()
+        if obj.is_quantized:  # int8 storage plus its scale(s) and zero point(s)
+            per_channel = obj.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric)
+            size += _tensor_bytes((obj.q_per_channel_scales(), obj.q_per_channel_zero_points())) if per_channel else 8
+        return size
     if isinstance(obj, dict):
         return sum(_tensor_bytes(v) for v in obj.values())
     if isinstance(obj, (tuple, list)):
@@ -44,7 +44,7 @@ def model_size_bytes(model: nn.Module) -> int:
     """
     state = model.state_dict()
     size = _tensor_bytes(state)
-    opaque = [k for k, v in state.items() if _tensor_bytes(v) == 0 and not (isinstance(v, torch.Tensor))]
+    opaque = [k for k, v in state.items() if not isinstance(v, torch.Tensor) and _tensor_bytes(v) == 0]
     if opaque:
         buf = io.BytesIO()
         torch.save({k: state[k] for k in opaque}, buf)
@@ -103,3 +103,13 @@ def latency(
         model.train(was_training)
         torch.set_num_threads(old_threads)
     return statistics.median(times)
+
+
+def profile(model: nn.Module, example_input: torch.Tensor, **latency_kwargs) -> dict[str, float]:
+    """All four measurements at once: ``params``, ``bytes``, ``flops`` and ``latency_ms`` (median, one forward)."""
+    return {
+        "params": count_params(model),
+        "bytes": model_size_bytes(model),
+        "flops": count_flops(model, example_input),
+        "latency_ms": 1e3 * latency(model, example_input, **latency_kwargs),
+    }

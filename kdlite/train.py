@@ -183,7 +183,7 @@ def fit(
             ``DeviceLoader`` of batch 128.
         epochs: number of passes over ``train``.
         optimizer: your own optimizer (then no scheduler is added unless you ask). The default, which trains the
-            book's models well without tuning, is AdamW(lr=2e-3, weight_decay=5e-4) with a one-cycle schedule.
+            book's models well without tuning, is AdamW(lr=5e-3, weight_decay=5e-4) with a one-cycle schedule.
         lr: learning rate of the default optimizer (cannot be combined with ``optimizer``).
         weight_decay: of the default optimizer.
         scheduler: ``"onecycle"`` (warm-up, then cosine decay, stepped per batch), ``"cosine"`` or ``None``.
@@ -212,7 +212,7 @@ def fit(
     sched = None
     if optimizer is None:
         params = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
-        lr = 2e-3 if lr is None else lr
+        lr = 5e-3 if lr is None else lr
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
         if scheduler is not None and steps_per_epoch and epochs > 0:
             total = epochs * steps_per_epoch

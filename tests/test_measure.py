@@ -1,0 +1,57 @@
+import pytest
+import torch
+from torch import nn
+
+from kdlite import measure
+from kdlite.models import CNN, MLP
+
+
+def test_count_params_counts_shared_once():
+    lin = nn.Linear(3, 4)
+    assert measure.count_params(nn.Sequential(lin, nn.ReLU(), lin)) == 16
+    m = nn.Linear(3, 4)
+    m.bias.requires_grad_(False)
+    assert measure.count_params(m, trainable_only=True) == 12
+
+
+def test_model_size_is_dtype_aware():
+    m = MLP(10, 20, 5)
+    n = measure.count_params(m)
+    assert measure.model_size_bytes(m) == 4 * n
+    assert measure.model_size_bytes(m.to(torch.bfloat16)) == 2 * n
+    cnn = CNN(1, 10, widths=(4, 8))
+    bn_buffers = sum(b.numel() * b.element_size() for b in cnn.buffers())
+    assert measure.model_size_bytes(cnn) == 4 * measure.count_params(cnn) + bn_buffers
+
+
+def test_model_size_of_quantized_tensor():
+    q = torch.quantize_per_tensor(torch.randn(100), 0.1, 0, torch.qint8)
+    assert measure._tensor_bytes(q) == 100 + 8
+
+
+def test_flops_linear_and_conv():
+    x = torch.zeros(2, 1, 8, 8)
+    m = MLP(64, 32, 10)
+    assert measure.count_flops(m, x) == 2 * 2 * (64 * 32 + 32 * 10)  # 2 FLOPs per multiply-add, batch 2
+    conv = nn.Conv2d(1, 4, 3, padding=1, bias=False)
+    assert measure.count_flops(conv, x) == 2 * 2 * (4 * 8 * 8) * (1 * 3 * 3)
+
+
+def test_flops_restores_mode():
+    m = MLP(4, 4, 2, dropout=0.1).train()
+    measure.count_flops(m, torch.zeros(1, 4))
+    assert m.training
+
+
+def test_latency_positive_and_restores():
+    m = MLP(16, 16, 2).train()
+    threads = torch.get_num_threads()
+    t = measure.latency(m, torch.zeros(4, 16), warmup=1, repeats=3, threads=1)
+    assert 0 < t < 1 and m.training and torch.get_num_threads() == threads
+    with pytest.raises(ValueError, match="repeats"):
+        measure.latency(m, torch.zeros(4, 16), repeats=0)
+
+
+def test_profile_keys():
+    p = measure.profile(MLP(16, 16, 2), torch.zeros(1, 16), warmup=0, repeats=2)
+    assert set(p) == {"params", "bytes", "flops", "latency_ms"} and p["params"] == 16 * 16 + 16 + 34

@@ -1,0 +1,43 @@
+import pytest
+import torch
+
+import kdlite
+from kdlite.scale import Scale
+
+
+@pytest.mark.parametrize("name", ["smoke", "cpu", "gpu"])
+def test_scale_from_env(monkeypatch, name):
+    monkeypatch.setenv("KDLITE_SCALE", name)
+    s = kdlite.scale()
+    assert isinstance(s, Scale) and s.name == name
+    assert s.epochs >= 1 and len(s.seeds) >= 1 and s.batch_size > 0
+    line = str(s)
+    assert "\n" not in line and f"scale: {name}" in line
+
+
+def test_default_scale_depends_on_cuda():
+    assert kdlite.scale().name == ("gpu" if torch.cuda.is_available() else "cpu")
+
+
+def test_unknown_scale_lists_the_three(monkeypatch):
+    monkeypatch.setenv("KDLITE_SCALE", "huge")
+    with pytest.raises(ValueError) as e:
+        kdlite.scale()
+    for name in ("smoke", "cpu", "gpu", "huge"):
+        assert name in str(e.value)
+
+
+def test_scales_grow():
+    smoke, cpu, gpu = (kdlite.scale(n) for n in ("smoke", "cpu", "gpu"))
+    assert smoke.epochs <= cpu.epochs <= gpu.epochs
+    assert len(smoke.seeds) <= len(cpu.seeds) <= len(gpu.seeds)
+    assert gpu.mnist == "mnist" and gpu.images == "cifar10"
+    assert cpu.mnist in kdlite.data.OFFLINE_DATASETS and smoke.mnist in kdlite.data.OFFLINE_DATASETS
+
+
+def test_offline_stand_ins(monkeypatch):
+    monkeypatch.setenv("KDLITE_OFFLINE", "1")
+    s = kdlite.scale("gpu")
+    assert s.offline and s.mnist in kdlite.data.OFFLINE_DATASETS and s.images in kdlite.data.OFFLINE_DATASETS
+    assert "offline" in str(s)
+    assert s.epochs == kdlite.scale("gpu").epochs  # still gpu-sized training

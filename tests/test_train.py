@@ -1,0 +1,136 @@
+import math
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import kdlite
+from kdlite.data import DeviceLoader, load_dataset
+from kdlite.models import MLP
+from kdlite.train import History, evaluate, fit, get_device, seed_everything
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def test_fit_defaults_train_well(digits):
+    train, test = digits
+    seed_everything(0)
+    h = fit(MLP(64, 64, 10), DeviceLoader(train, 64, seed=0), 8, val=test, progress=False)
+    assert isinstance(h, History) and len(h) == 8
+    assert h.last["val_acc"] > 0.93 and h["train_loss"][-1] < h["train_loss"][0]
+    assert {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "time"} <= set(h.last)
+
+
+def test_fit_accepts_dataloader_and_tensordataset(digits):
+    train, test = digits
+    h = fit(MLP(64, 32, 10), DataLoader(train, batch_size=64, shuffle=True), 2, progress=False)
+    assert len(h) == 2
+    h = fit(MLP(64, 32, 10), train, 1, progress=False)
+    assert len(h) == 1
+
+
+def test_evaluate_matches_a_manual_computation(digits):
+    _, test = digits
+    m = MLP(64, 16, 10).train()
+    x, y = test.tensors
+    with torch.no_grad():
+        logits = m.eval()(x).double()
+    m.train()
+    ev = evaluate(m, DeviceLoader(test, 37, shuffle=False, device="cpu"))
+    assert math.isclose(ev["loss"], torch.nn.functional.cross_entropy(logits, y).item(), rel_tol=1e-5)
+    assert ev["accuracy"] == (logits.argmax(1) == y).double().mean().item()
+    assert ev["n"] == len(y) and m.training  # mode restored
+    assert evaluate(m, test)["accuracy"] == ev["accuracy"]  # a TensorDataset works too
+
+
+def test_same_seed_same_result(digits):
+    train, _ = digits
+    runs = []
+    for _ in range(2):
+        seed_everything(1)
+        m = MLP(64, 16, 10)
+        fit(m, DeviceLoader(train, 64, seed=1), 1, progress=False)
+        runs.append(torch.cat([p.flatten() for p in m.parameters()]))
+    assert torch.equal(*runs)
+
+
+def test_custom_step_and_after_step(digits):
+    train, _ = digits
+    calls = []
+
+    def step(model, batch):
+        logits = model(batch[0])
+        return torch.nn.functional.cross_entropy(logits, batch[1]) * 0.5, logits
+
+    fit(MLP(64, 8, 10), DeviceLoader(train, 256), 1, step=step, after_step=lambda: calls.append(1), progress=False)
+    assert len(calls) == len(DeviceLoader(train, 256))
+
+
+def test_own_optimizer_and_extra_params(digits):
+    train, _ = digits
+    m = MLP(64, 8, 10)
+    extra = torch.nn.Parameter(torch.zeros(3))
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    fit(m, DeviceLoader(train, 256), 1, optimizer=opt, progress=False)
+
+    def step(model, batch):
+        logits = model(batch[0])
+        return torch.nn.functional.cross_entropy(logits, batch[1]) + extra.sum(), logits
+
+    fit(m, DeviceLoader(train, 256), 1, step=step, extra_params=[extra], progress=False)
+    assert (extra != 0).all()  # the extra parameter was in the default optimizer
+
+
+def test_fit_bad_input(digits):
+    train, _ = digits
+    m = MLP(64, 8, 10)
+    with pytest.raises(ValueError, match="optimizer or lr"):
+        fit(m, train, 1, optimizer=torch.optim.SGD(m.parameters(), lr=0.1), lr=0.1)
+    with pytest.raises(ValueError, match="lr"):
+        fit(m, train, 1, lr=-1.0)
+    with pytest.raises(ValueError, match="epochs"):
+        fit(m, train, -1)
+    with pytest.raises(ValueError, match="scheduler"):
+        fit(m, train, 1, scheduler="step")
+    with pytest.raises(ValueError, match="empty"):
+        evaluate(m, [])
+
+
+def test_nan_loss_is_an_error():
+    x = torch.randn(64, 4)
+    x[3, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="epoch 1"):
+        fit(MLP(4, 4, 2), TensorDataset(x, torch.zeros(64, dtype=torch.long)), 1, progress=False)
+
+
+def test_progress_bar_runs(digits, capsys):
+    train, _ = digits
+    fit(MLP(64, 8, 10), DeviceLoader(train, 256), 1, progress=True)
+    assert "train" in capsys.readouterr().err
+
+
+def test_history_plot_and_keys(digits):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    train, test = digits
+    h = fit(MLP(64, 8, 10), DeviceLoader(train, 256), 2, val=test, progress=False)
+    axes = h.plot()
+    assert len(axes) == 2 and len(axes[0].lines) == 2 and len(axes[1].lines) == 2
+    with pytest.raises(KeyError, match="val_acc"):
+        h["nope"]
+    assert "2 epochs" in repr(h)
+
+
+def test_get_device_and_seed(monkeypatch):
+    assert get_device("cpu").type == "cpu"
+    monkeypatch.setenv("KDLITE_DEVICE", "cpu")
+    assert get_device().type == "cpu"
+    seed_everything(5)
+    a = torch.rand(3)
+    seed_everything(5)
+    assert torch.equal(a, torch.rand(3))
+    assert kdlite.get_device is get_device
