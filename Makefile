@@ -1,0 +1,54 @@
+# kdlite: two commands for readers (make book, make test); each sets itself up in .venv.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+JB     := $(VENV)/bin/jupyter-book
+STAMP  := $(VENV)/.kdlite-installed
+export MPLBACKEND ?= Agg
+
+.PHONY: setup book test unit notebooks book-smoke lint sync bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || { echo "creating $(VENV) with $$($(PYTHON) --version)"; $(PYTHON) -m venv $(VENV); }
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install kdlite (editable) with its book, test and dev extras
+
+## make book: execute every chapter at the default scale and build the HTML book into _build/html.
+## A change of scale (KDLITE_SCALE, KDLITE_OFFLINE) clears the execution cache; otherwise a re-run takes seconds.
+book: $(STAMP)
+	@line="$$($(PY) -c 'import kdlite; print(kdlite.scale())')" || exit 1; echo "$$line"; \
+	if [ "$$(cat _build/.kdlite-scale 2>/dev/null)" != "$$line" ]; then \
+	  rm -rf _build/.jupyter_cache _build/jupyter_execute _build/html; fi; \
+	KDLITE_PROGRESS=0 $(JB) build . && echo "$$line" > _build/.kdlite-scale
+	@echo "The book is at $(CURDIR)/_build/html/index.html"
+
+## make test: ruff, unit tests, every chapter at smoke scale with nbval, notebook-pair checks, a smoke book build
+## with warnings as errors.
+test: $(STAMP) lint unit notebooks book-smoke
+
+lint: $(STAMP)
+	$(PY) -m ruff check kdlite tests benchmarks
+
+unit: $(STAMP)
+	$(PY) -m pytest tests -q
+
+notebooks: $(STAMP)
+	KDLITE_SCALE=smoke KDLITE_PROGRESS=0 $(PY) -m pytest --nbval-lax -p no:cacheprovider -q notebooks/
+
+book-smoke: $(STAMP)
+	rm -rf _build/smoke
+	KDLITE_SCALE=smoke KDLITE_PROGRESS=0 $(JB) build . --path-output _build/smoke -W --keep-going
+	$(PY) tests/check_book.py _build/smoke/_build/html
+
+## make sync: after editing a chapter's .md, regenerate its paired, output-free .ipynb
+sync: $(STAMP)
+	$(VENV)/bin/jupytext --sync notebooks/[0-9]*.md
+	$(PY) -m jupyter nbconvert --clear-output --inplace notebooks/[0-9]*.ipynb 2>/dev/null || true
+
+bench: $(STAMP)
+	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+clean:
+	rm -rf _build
