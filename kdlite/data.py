@@ -86,6 +86,7 @@ def _torchvision(name: str, root: Path, download: bool) -> tuple[np.ndarray, ...
     try:
         parts = [cls[name](str(raw), train=train, download=download) for train in (True, False)]
     except Exception as e:  # URLError, socket errors, HTTP errors, corrupt archives...
+        shutil.rmtree(raw, ignore_errors=True)  # never keep a partial download around
         raise DatasetDownloadError(
             f"could not download dataset {name!r} into the cache folder {root} ({type(e).__name__}: {e}). "
             f"Without a network, use an offline dataset: {', '.join(OFFLINE_DATASETS)} "

@@ -78,6 +78,7 @@ def test_failed_download_is_clear_and_leaves_no_cache(tmp_path, monkeypatch):
     assert "mnist" in msg and str(tmp_path) in msg and "digits" in msg and "KDLITE_OFFLINE" in msg
     assert e.value.__cause__ is None  # no urllib traceback chained to the reader's error
     assert not (tmp_path / "mnist.pt").exists()  # nothing that could later load as complete
+    assert not (tmp_path / "mnist-raw").exists()  # and no partial download left behind
 
 
 def test_cache_is_written_atomically_and_reused(tmp_path, monkeypatch):
@@ -230,3 +231,31 @@ def test_deviceloader_gives_the_same_training_as_dataloader():
     kdlite.fit(m2, dl, 2, progress=False, scheduler=None)
     for p1, p2 in zip(m1.parameters(), m2.parameters(), strict=True):
         assert torch.allclose(p1, p2, atol=1e-6)
+
+
+def test_report_helpers():
+    from kdlite import report
+
+    assert report.mean_std([1.0]) == (1.0, 0.0)
+    m, s = report.mean_std([0.9, 0.95, 1.0])
+    assert abs(m - 0.95) < 1e-12 and abs(s - 0.05) < 1e-12  # sample std (ddof=1)
+    assert report.fmt_mean_std([0.9, 1.0], scale=100) == "95.00 ± 7.07 (n=2)"
+    with pytest.raises(ValueError, match="empty"):
+        report.mean_std([])
+    t = report.table([{"a": 1, "b": 0.123456}, {"a": 2, "b": "x"}])
+    assert t.splitlines() == ["| a | b |", "|---|---|", "| 1 | 0.1235 |", "| 2 | x |"]
+    assert report.table([]) == "(no rows)"
+
+
+def test_save_figure(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kdlite import report
+
+    fig = plt.figure()
+    assert report.save_figure(fig, "x") is None
+    monkeypatch.setenv("KDLITE_FIGURES", str(tmp_path))
+    assert report.save_figure(fig, "x") == tmp_path / "x.png" and (tmp_path / "x.png").stat().st_size > 0
