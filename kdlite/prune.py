@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+from torch.nn.utils import prune as torch_prune
 
 from .structured import channel_prune
 from .train import evaluate, fit
@@ -212,7 +213,7 @@ def remove_masks(model: nn.Module) -> nn.Module:
         if _mask_of(layer) is not None:
             _bake_mask(layer)
         if isinstance(getattr(layer, "weight_orig", None), nn.Parameter):  # torch.nn.utils.prune
-            torch.nn.utils.prune.remove(layer, "weight")
+            torch_prune.remove(layer, "weight")
     return model
 
 
