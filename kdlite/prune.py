@@ -69,19 +69,20 @@ def prunable_layers(
 ) -> dict[str, nn.Module]:
     """The layers whose weights pruning acts on, by name: every ``nn.Linear`` and ``nn.Conv1d/2d/3d`` of
     ``model``, or only ``modules`` (names or module objects of ``model``; each must be Linear or Conv)."""
-    layers = {name: m for name, m in model.named_modules() if isinstance(m, PRUNABLE)}
+    everything = dict(model.named_modules())
+    layers = {name: m for name, m in everything.items() if isinstance(m, PRUNABLE)}
     if modules is None:
         return layers
     if isinstance(modules, (str, nn.Module)):
         modules = [modules]
-    names_of = {id(m): name for name, m in model.named_modules()}
+    names_of = {id(m): name for name, m in everything.items()}
     chosen = {}
     for m in modules:
         name = m if isinstance(m, str) else names_of.get(id(m))
-        if name is None or (isinstance(m, str) and name not in dict(model.named_modules())):
+        if name not in everything:
             raise ValueError(f"modules: {m!r} is not a submodule of the model")
         if name not in layers:
-            kind = type(model.get_submodule(name)).__name__
+            kind = type(everything[name]).__name__
             raise ValueError(f"modules: {name!r} is a {kind}; only Linear and Conv1d/2d/3d can be pruned")
         chosen[name] = layers[name]
     if not chosen:
