@@ -1,0 +1,369 @@
+"""Pruning: set weights to zero and keep them there.
+
+Unstructured (magnitude) pruning keeps a binary mask ``M`` per layer and computes the weight the layer uses
+as ``W = W_orig ⊙ M``. The product is a ``torch.nn.utils.parametrize`` parametrization holding ``M`` as a
+buffer, so a pruned weight is exactly zero at every forward pass and in every optimizer step, whatever the
+optimizer does to ``W_orig`` (momentum, weight decay), and the mask is saved and loaded with the
+``state_dict`` (``<layer>.parametrizations.weight.original`` and ``<layer>.parametrizations.weight.0.mask``).
+
+``torch.nn.utils.prune`` does the same with a forward pre-hook that writes
+``weight = weight_orig * weight_mask`` before each forward pass; :func:`sparsity` and :func:`remove_masks`
+understand both.
+
+Structured (channel) pruning, which makes the layers physically smaller, is :func:`channel_prune` (in
+``kdlite.structured``, re-exported here).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils import prune as torch_prune
+
+from .structured import channel_prune
+from .train import evaluate, fit
+
+__all__ = [
+    "apply_masks",
+    "channel_prune",
+    "gradual_schedule",
+    "iterative_prune",
+    "magnitude_prune",
+    "prunable_layers",
+    "remove_masks",
+    "rewind",
+    "sensitivity_scan",
+    "sparse_storage_bytes",
+    "sparsity",
+]
+
+PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+class WeightMask(nn.Module):
+    """The parametrization ``W = W_orig ⊙ M``; the boolean mask ``M`` is a buffer (in the state_dict)."""
+
+    def __init__(self, mask: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mask", mask.bool())
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * self.mask
+
+
+def _check_amount(amount: float, name: str = "amount") -> float:
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or math.isnan(amount):
+        raise ValueError(f"{name} must be a number in [0, 1); got {amount!r}")
+    if not 0.0 <= amount < 1.0:
+        raise ValueError(f"{name} must be in [0, 1) (the fraction of weights to prune); got {amount!r}")
+    return float(amount)
+
+
+def prunable_layers(
+    model: nn.Module, modules: Iterable[str | nn.Module] | None = None
+) -> dict[str, nn.Module]:
+    """The layers whose weights pruning acts on, by name: every ``nn.Linear`` and ``nn.Conv1d/2d/3d`` of
+    ``model``, or only ``modules`` (names or module objects of ``model``; each must be Linear or Conv)."""
+    everything = dict(model.named_modules())
+    layers = {name: m for name, m in everything.items() if isinstance(m, PRUNABLE)}
+    if modules is None:
+        return layers
+    if isinstance(modules, (str, nn.Module)):
+        modules = [modules]
+    names_of = {id(m): name for name, m in everything.items()}
+    chosen = {}
+    for m in modules:
+        name = m if isinstance(m, str) else names_of.get(id(m))
+        if name not in everything:
+            raise ValueError(f"modules: {m!r} is not a submodule of the model")
+        if name not in layers:
+            kind = type(everything[name]).__name__
+            raise ValueError(f"modules: {name!r} is a {kind}; only Linear and Conv1d/2d/3d can be pruned")
+        chosen[name] = layers[name]
+    if not chosen:
+        raise ValueError("modules is empty: give at least one layer to prune")
+    return chosen
+
+
+def _mask_of(layer: nn.Module) -> WeightMask | None:
+    """The layer's :class:`WeightMask`, if it has one."""
+    if not parametrize.is_parametrized(layer, "weight"):
+        return None
+    return next((p for p in layer.parametrizations.weight if isinstance(p, WeightMask)), None)
+
+
+def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Prune ``model`` with the given masks (layer name -> boolean tensor of the weight's shape, ``True``
+    keeps): attaches ``W = W_orig ⊙ M`` to each named layer, or replaces the mask it already has.
+    Returns ``model``."""
+    layers = prunable_layers(model, list(masks))
+    for name, layer in layers.items():
+        mask = torch.as_tensor(masks[name])
+        weight = layer.weight
+        if mask.shape != weight.shape:
+            raise ValueError(
+                f"masks[{name!r}] has shape {tuple(mask.shape)}; the weight has {tuple(weight.shape)}"
+            )
+        mask = mask.to(device=weight.device, dtype=torch.bool)
+        existing = _mask_of(layer)
+        if existing is not None:
+            existing.mask.copy_(mask)
+        else:
+            parametrize.register_parametrization(layer, "weight", WeightMask(mask))
+    return model
+
+
+def _ranked_masks(scores: list[torch.Tensor], k: int) -> list[torch.Tensor]:
+    """Masks that drop the ``k`` lowest of the concatenated ``scores`` (stable order breaks ties)."""
+    flat = torch.cat([s.flatten() for s in scores])
+    keep = torch.ones_like(flat, dtype=torch.bool)
+    keep[torch.argsort(flat, stable=True)[:k]] = False
+    return [m.view_as(s) for m, s in zip(keep.split([s.numel() for s in scores]), scores, strict=True)]
+
+
+@torch.no_grad()
+def magnitude_prune(
+    model: nn.Module,
+    amount: float,
+    scope: str = "global",
+    modules: Iterable[str | nn.Module] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Zero the fraction ``amount`` of the smallest-magnitude weights of the Linear and Conv layers.
+
+    ``scope="global"`` ranks |w| over all layers together and prunes exactly ``round(amount · n)`` of the
+    ``n`` weights; ``scope="layer"`` prunes ``round(amount · n_l)`` in each layer ``l``. Biases and
+    normalisation layers are untouched. Weights already pruned count as magnitude 0 and stay pruned, so
+    ``amount`` is the target sparsity: calling it again with a larger amount prunes further, as iterative
+    pruning does, and a smaller one raises ValueError (weights are never revived).
+
+    The pruned weights stay exactly zero through further training (``W = W_orig ⊙ M``, see the module
+    docstring) and through ``state_dict`` save and load. Returns the masks (layer name -> boolean tensor,
+    ``True`` = kept; copies).
+    """
+    amount = _check_amount(amount)
+    if scope not in ("global", "layer"):
+        raise ValueError(f"scope must be 'global' or 'layer'; got {scope!r}")
+    layers = prunable_layers(model, modules)
+    names = list(layers)
+    scores = []
+    for layer in layers.values():
+        mask = _mask_of(layer)
+        score = layer.weight.detach().abs().float()
+        scores.append(score if mask is None else score.masked_fill(~mask.mask, -1.0))  # pruned ones go first
+    groups = [list(range(len(names)))] if scope == "global" else [[i] for i in range(len(names))]
+    masks: dict[str, torch.Tensor] = {}
+    for group in groups:
+        group_scores = [scores[i] for i in group]
+        n = sum(s.numel() for s in group_scores)
+        k = round(amount * n)
+        already = sum(int((s < 0).sum()) for s in group_scores)
+        if k < already:
+            where = "the model" if scope == "global" else f"layer {names[group[0]]!r}"
+            raise ValueError(
+                f"amount={amount} is below the sparsity {already / n:.4f} {where} already has; pruning never "
+                "revives weights (call remove_masks or start from a dense model)"
+            )
+        for i, mask in zip(group, _ranked_masks(group_scores, k), strict=True):
+            masks[names[i]] = mask
+    apply_masks(model, masks)
+    return {name: mask.clone() for name, mask in masks.items()}
+
+
+@torch.no_grad()
+def sparsity(model: nn.Module) -> dict[str, float]:
+    """Fraction of exactly-zero weights among the prunable (Linear and Conv) weights: ``"overall"`` and one
+    entry per layer name. Works for unpruned models and for those pruned with ``torch.nn.utils.prune``."""
+    result, zeros, total = {}, 0, 0
+    for name, layer in prunable_layers(model).items():
+        w = layer.weight
+        z = int((w == 0).sum())
+        result[name] = z / w.numel()
+        zeros, total = zeros + z, total + w.numel()
+    return {"overall": zeros / total if total else 0.0, **result}
+
+
+def _bake_mask(layer: nn.Module) -> None:
+    """``W_orig <- W_orig ⊙ M`` and make it the layer's plain ``weight`` again (the same Parameter object)."""
+    only_masks = list(layer.parametrizations) == ["weight"] and all(
+        isinstance(p, WeightMask) for p in layer.parametrizations.weight
+    )
+    if not only_masks:  # other parametrizations too: let torch bake them all
+        parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
+        return
+    # What parametrize.remove_parametrizations does, except that it also deletes the ``weight`` property from
+    # the layer's class, and a deepcopy of a masked model shares that class with the original (torch 2.x), so
+    # removing the masks of a copy would break the original.
+    original = layer.parametrizations.weight.original
+    original.copy_(layer.weight)
+    del layer.parametrizations
+    layer.__class__ = type(layer).__bases__[0]
+    layer.weight = original
+
+
+@torch.no_grad()
+def remove_masks(model: nn.Module) -> nn.Module:
+    """Make pruning permanent: every masked layer gets a plain ``weight`` parameter equal to ``W_orig ⊙ M``;
+    no parametrization, hook or mask buffer is left (also undoes ``torch.nn.utils.prune``).
+    Returns ``model``."""
+    for layer in prunable_layers(model).values():
+        if _mask_of(layer) is not None:
+            _bake_mask(layer)
+        if isinstance(getattr(layer, "weight_orig", None), nn.Parameter):  # torch.nn.utils.prune
+            torch_prune.remove(layer, "weight")
+    return model
+
+
+def gradual_schedule(initial: float, final: float, steps: int) -> list[float]:
+    """Zhu & Gupta (2017)'s gradual pruning schedule: the target sparsity at pruning step ``t = 0, 1, ..., n``
+
+        s_t = s_f + (s_i - s_f) (1 - t / n)^3
+
+    (``n = steps``; ``steps + 1`` values from ``initial`` to ``final``). It prunes fast while the network
+    has many redundant weights and slowly near the end.
+    """
+    _check_amount(initial, "initial")
+    _check_amount(final, "final")
+    if initial > final:
+        raise ValueError(f"initial must be <= final; got initial={initial}, final={final}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int; got {steps!r}")
+    return [final + (initial - final) * (1 - t / steps) ** 3 for t in range(steps + 1)]
+
+
+def _plain_key(key: str) -> str:
+    """``fc.parametrizations.weight.original`` -> ``fc.weight``."""
+    return key.replace(".parametrizations.weight.original", ".weight")
+
+
+@torch.no_grad()
+def rewind(
+    model: nn.Module,
+    initial_state: Mapping[str, torch.Tensor],
+    masks: Mapping[str, torch.Tensor] | None = None,
+) -> nn.Module:
+    """The lottery ticket's rewind (Frankle & Carbin 2019): reset every weight, bias and buffer to its value
+    in ``initial_state`` (a ``state_dict`` taken before training, dense or pruned) while keeping the masks, so
+    the surviving weights restart from their initial values: ``W = W_0 ⊙ M``.
+
+    With ``masks`` (from :func:`magnitude_prune`), those masks are applied afterwards, e.g. to a freshly
+    initialised model for the random-reinitialisation control. Returns ``model``.
+    """
+    state = model.state_dict()
+    for key in state:
+        if key.endswith(".parametrizations.weight.0.mask"):
+            continue  # keep the masks
+        source = _plain_key(key) if _plain_key(key) in initial_state else key
+        if source not in initial_state:
+            raise ValueError(f"initial_state has no entry {_plain_key(key)!r} (nor {key!r})")
+        state[key] = initial_state[source]
+    model.load_state_dict(state)
+    if masks is not None:
+        apply_masks(model, masks)
+    return model
+
+
+def iterative_prune(
+    model: nn.Module,
+    train,
+    amounts: Sequence[float],
+    epochs_per_round: int,
+    *,
+    scope: str = "global",
+    modules: Iterable[str | nn.Module] | None = None,
+    rewind_to: Mapping[str, torch.Tensor] | None = None,
+    val=None,
+    **fit_kwargs,
+) -> list[dict]:
+    """Prune, fine-tune, repeat: for each target sparsity ``s`` in ``amounts`` (e.g.
+    :func:`gradual_schedule`), ``magnitude_prune(model, s)`` then
+    ``kdlite.fit(model, train, epochs_per_round, val=val, **fit_kwargs)``.
+
+    With ``rewind_to`` (a ``state_dict`` saved at initialisation) the surviving weights are rewound before
+    each retraining: iterative magnitude pruning as in the lottery ticket hypothesis. Returns one record per
+    round: ``{"round", "amount", "sparsity", "val_acc" (when val is given), "history"}``.
+    """
+    amounts = [_check_amount(a, "amounts[...]") for a in amounts]
+    if not amounts:
+        raise ValueError("amounts is empty: give at least one target sparsity")
+    if isinstance(epochs_per_round, bool) or not isinstance(epochs_per_round, int) or epochs_per_round < 0:
+        raise ValueError(f"epochs_per_round must be a non-negative int; got {epochs_per_round!r}")
+    desc = fit_kwargs.pop("desc", None)
+    records = []
+    for i, amount in enumerate(amounts):
+        magnitude_prune(model, amount, scope=scope, modules=modules)
+        if rewind_to is not None:
+            rewind(model, rewind_to)
+        round_desc = desc or f"round {i + 1}/{len(amounts)}"
+        history = fit(model, train, epochs_per_round, val=val, desc=round_desc, **fit_kwargs)
+        record = {"round": i + 1, "amount": amount, "sparsity": sparsity(model)["overall"]}
+        record["history"] = history
+        if val is not None:
+            record["val_acc"] = evaluate(model, val)["accuracy"]
+        records.append(record)
+    return records
+
+
+def sensitivity_scan(
+    model: nn.Module,
+    data,
+    amounts: Sequence[float],
+    modules: Iterable[str | nn.Module] | None = None,
+) -> dict[str, list[float]]:
+    """Prune one layer at a time (``scope="layer"``) at each amount and measure accuracy on ``data``, with no
+    retraining: layer name -> accuracies in the order of ``amounts``. ``model`` itself is not changed (each
+    measurement prunes a copy). Layers whose accuracy drops first deserve a smaller share of the pruning.
+    """
+    amounts = [_check_amount(a, "amounts[...]") for a in amounts]
+    result = {}
+    for name in prunable_layers(model, modules):
+        accs = []
+        for amount in amounts:
+            pruned = copy.deepcopy(model)
+            magnitude_prune(pruned, amount, scope="layer", modules=[name])
+            accs.append(evaluate(pruned, data)["accuracy"])
+        result[name] = accs
+    return result
+
+
+def sparse_storage_bytes(
+    obj: nn.Module | torch.Tensor,
+    format: str = "bitmask",
+    value_bytes: int | None = None,
+    index_bytes: int = 4,
+) -> int:
+    """Bytes to store a tensor, or a model's state, when zeros are not stored.
+
+    For a tensor with ``numel`` elements, ``nnz`` of them non-zero, ``b_v`` bytes a value (default: its own
+    element size) and ``b_i`` bytes an index (default 4, int32):
+
+        dense   = numel · b_v
+        bitmask = ceil(numel / 8) + nnz · b_v          (one bit per position, then the non-zero values)
+        csr     = nnz · (b_v + b_i) + (rows + 1) · b_i  (values, column indices, row pointers)
+
+    with ``rows = shape[0]`` (a conv weight is seen as ``out_channels × (in · kh · kw)``). For a model, the
+    prunable (Linear, Conv) weights are stored in ``format`` and every other tensor of the state (biases,
+    BatchNorm) dense; masks and the pre-mask weights are not counted.
+    """
+    if format not in ("dense", "bitmask", "csr"):
+        raise ValueError(f"format must be 'dense', 'bitmask' or 'csr'; got {format!r}")
+    if isinstance(obj, nn.Module):
+        layers = prunable_layers(obj)
+        skip = {f"{name}.{suffix}" for name in layers for suffix in ("weight", "weight_orig", "weight_mask")}
+        total = sum(sparse_storage_bytes(m.weight, format, value_bytes, index_bytes) for m in layers.values())
+        others = (t for k, t in obj.state_dict().items() if ".parametrizations." not in k and k not in skip)
+        return total + sum(t.numel() * t.element_size() for t in others)
+    if not isinstance(obj, torch.Tensor):
+        raise TypeError(f"obj must be an nn.Module or a torch.Tensor; got {type(obj).__name__}")
+    b_v = obj.element_size() if value_bytes is None else value_bytes
+    numel, nnz = obj.numel(), int((obj != 0).sum())
+    rows = obj.shape[0] if obj.dim() > 0 else 1
+    if format == "dense":
+        return numel * b_v
+    if format == "bitmask":
+        return math.ceil(numel / 8) + nnz * b_v
+    return nnz * (b_v + index_bytes) + (rows + 1) * index_bytes
