@@ -1,10 +1,11 @@
 """kdlite: a small, readable PyTorch library for model compression, the library of an open textbook.
 
 One concept per module: ``scale`` (experiment sizes), ``data`` (datasets and the device loader), ``models``,
-``train`` (fit, evaluate), ``measure`` (size and speed).
+``train`` (fit, evaluate), ``measure`` (size and speed), ``report`` (mean ± std, tables), ``prune`` (magnitude and
+iterative pruning, the lottery ticket) and ``structured`` (channel pruning).
 """
 
-from . import data, measure, models, report, train
+from . import data, measure, models, prune, report, structured, train
 from .data import DeviceLoader, load_dataset
 from .scale import Scale, scale
 from .train import History, evaluate, fit, get_device, seed_everything
@@ -22,8 +23,10 @@ __all__ = [
     "load_dataset",
     "measure",
     "models",
+    "prune",
     "report",
     "scale",
+    "structured",
     "seed_everything",
     "train",
 ]
