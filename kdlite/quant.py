@@ -6,7 +6,8 @@ A real number x is stored as a b-bit integer q with a scale s > 0 and an integer
 
 Unsigned (asymmetric) codes use [q_min, q_max] = [0, 2^b − 1]; signed (symmetric, z = 0) codes use
 [−2^(b−1), 2^(b−1) − 1]. Inside the representable range [s(q_min − z), s(q_max − z)] the round trip is off
-by at most s/2. Integers are returned as ``torch.int32``, which holds every code from 2 to 16 bits, signed
+by at most s/2 (plus float rounding: in float32 at 16 bits, the float's own precision is a visible
+fraction of s). Integers are returned as ``torch.int32``, which holds every code from 2 to 16 bits, signed
 or unsigned. Per-channel parameters (``axis`` given) are 1-D tensors, one entry per index of
 ``x.shape[axis]``.
 """
@@ -72,7 +73,8 @@ def _params(
     x: torch.Tensor, scale, zero_point, axis: int | None, bits: int | None = None, symmetric: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Check (scale, zero_point) and shape them to broadcast against ``x`` (per channel along ``axis``)."""
-    scale = torch.as_tensor(scale, device=x.device)
+    dtype = x.dtype if x.is_floating_point() and not isinstance(scale, torch.Tensor) else None
+    scale = torch.as_tensor(scale, dtype=dtype, device=x.device)
     scale = scale if scale.is_floating_point() else scale.float()
     zero_point = torch.as_tensor(zero_point, device=x.device)
     if not bool(torch.isfinite(scale).all() and (scale > 0).all()):
