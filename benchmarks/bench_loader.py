@@ -19,30 +19,38 @@ import kdlite
 from kdlite.models import MLP
 
 
-def epoch_time(model: torch.nn.Module, loader, device: torch.device, repeats: int) -> float:
-    """Median seconds of one plain training epoch (SGD, cross-entropy) over ``loader``."""
+def one_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, loader, device: torch.device) -> float:
+    """Seconds of one plain training epoch (cross-entropy, the given optimizer) over ``loader``."""
+    t0 = time.perf_counter()
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def compare(model: torch.nn.Module, loaders: dict, device: torch.device, repeats: int) -> dict[str, float]:
+    """Median epoch time per loader. The loaders take turns, epoch by epoch, so that a change in the machine's
+    load during the run affects both alike; the first round is a warm-up."""
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    times = []
-    for r in range(repeats + 1):  # the first epoch is a warm-up
-        t0 = time.perf_counter()
-        for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if r > 0:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {name: [] for name in loaders}
+    for r in range(repeats + 1):
+        for name, loader in loaders.items():
+            t = one_epoch(model, opt, loader, device)
+            if r > 0:
+                times[name].append(t)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default=None, help="cpu, cuda or mps (default: kdlite.get_device())")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = kdlite.get_device(args.device)
@@ -59,10 +67,13 @@ def main() -> None:
         torch.manual_seed(0)
         model = MLP(d, hidden, 10).to(device)
         pin = device.type == "cuda"
-        t_dl = epoch_time(model, DataLoader(ds, batch_size=bs, shuffle=True, pin_memory=pin), device, args.repeats)
-        t_dev = epoch_time(model, kdlite.DeviceLoader(ds, bs, device=device), device, args.repeats)
+        loaders = {
+            "DataLoader": DataLoader(ds, batch_size=bs, shuffle=True, pin_memory=pin),
+            "DeviceLoader": kdlite.DeviceLoader(ds, bs, device=device),
+        }
+        t = compare(model, loaders, device, args.repeats)
+        t_dl, t_dev = t["DataLoader"], t["DeviceLoader"]
         print(f"{name:58s} {1e3 * t_dl:9.1f}ms {1e3 * t_dev:11.1f}ms {t_dl / t_dev:6.2f}x")
-
 
 if __name__ == "__main__":
     main()

@@ -2,10 +2,11 @@
 
 One concept per module: ``scale`` (experiment sizes), ``data`` (datasets and the device loader), ``models``,
 ``train`` (fit, evaluate), ``measure`` (size and speed), ``report`` (mean ± std, tables), ``prune`` (magnitude and
-iterative pruning, the lottery ticket) and ``structured`` (channel pruning).
+iterative pruning, the lottery ticket), ``structured`` (channel pruning), ``quant`` (affine quantization, PTQ, QAT,
+k-means weight sharing) and ``int8`` (real int8 inference on CPU).
 """
 
-from . import data, measure, models, prune, report, structured, train
+from . import data, int8, measure, models, prune, quant, report, structured, train
 from .data import DeviceLoader, load_dataset
 from .scale import Scale, scale
 from .train import History, evaluate, fit, get_device, seed_everything
@@ -20,10 +21,12 @@ __all__ = [
     "evaluate",
     "fit",
     "get_device",
+    "int8",
     "load_dataset",
     "measure",
     "models",
     "prune",
+    "quant",
     "report",
     "scale",
     "structured",

@@ -152,8 +152,12 @@ def evaluate(
 
 
 def _model_device(model: nn.Module) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else get_device()
+    """Where the model's tensors live: its first parameter's device, else its first buffer's (an int8 model
+    has no float parameters), else ``get_device()``."""
+    t = next(iter(model.parameters()), None)
+    if t is None:
+        t = next(iter(model.buffers()), None)
+    return t.device if t is not None else get_device()
 
 
 def fit(
