@@ -78,7 +78,7 @@ def _check_targets(targets, logits: torch.Tensor) -> None:
             f"got {tuple(targets.shape)}"
         )
     num_classes = logits.shape[-1]
-    if targets.numel() and (targets.min() < 0 or targets.max() >= num_classes):
+    if ((targets < 0) | (targets >= num_classes)).any():  # one device sync, not two
         lo, hi = targets.min().item(), targets.max().item()
         raise ValueError(
             f"targets must be in [0, {num_classes - 1}] (C = {num_classes}); got values in [{lo}, {hi}]"
