@@ -1,0 +1,198 @@
+"""Knowledge distillation as a training step: ``distill`` is ``kdlite.fit`` with a step that asks a frozen
+teacher.
+
+There is no second training loop. ``distill`` builds a ``step(student, batch)`` that runs the teacher without
+autograd and returns the distillation loss, hands it to ``fit`` together with any extra trainable parameters
+(connectors), and guards the teacher: eval mode for the whole run, never updated, and afterwards back in the
+train/eval modes and ``requires_grad`` flags it had, even if training fails.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from .data import DeviceLoader
+from .losses import _check_temperature, _check_weight, distillation_loss
+from .train import Batch, History, _data_device, fit, get_device
+
+ExtraLoss = Callable[[torch.Tensor, torch.Tensor, Batch], torch.Tensor]
+
+
+def distill(
+    student: nn.Module,
+    teacher: nn.Module,
+    train: Iterable[Batch] | TensorDataset,
+    epochs: int,
+    *,
+    temperature: float,
+    alpha: float,
+    optimizer: torch.optim.Optimizer | None = None,
+    lr: float | None = None,
+    extra_losses: Sequence[tuple[float, ExtraLoss]] = (),
+    cache_teacher: bool = False,
+    val: Iterable[Batch] | TensorDataset | None = None,
+    **fit_kwargs,
+) -> History:
+    """Train ``student`` to match ``teacher`` and the labels for ``epochs`` epochs; return fit's History.
+
+    Each step minimises::
+
+        loss = alpha · T^2 · KL(q || p) + (1 - alpha) · CE(s, y) + sum_k w_k · fn_k(s, t, batch)
+
+    with ``s = student(x)``, ``t = teacher(x)`` (under ``torch.no_grad()``, teacher in eval mode) and
+    ``distillation_loss`` for the first two terms: alpha weighs the teacher's soft targets.
+
+    Extra losses: ``extra_losses`` is a sequence of ``(weight, fn)`` pairs; ``fn(student_logits,
+    teacher_logits, batch)`` returns a scalar. The batch is what the loader yields (``batch[0]`` inputs,
+    ``batch[1]`` labels). A feature loss reads intermediate features from ``kdlite.features.FeatureTap``s
+    kept open around the call::
+
+        conn = connector(s_shape, t_shape)
+        with FeatureTap(student, "features.3") as st, FeatureTap(teacher, "features.7") as tt:
+            distill(student, teacher, train, 10, temperature=4, alpha=0.9, extra_params=conn.parameters(),
+                    extra_losses=[(1.0, lambda s, t, b: hint_loss(st.features["features.3"],
+                                                               tt.features["features.7"], conn))])
+
+    Trainable connectors go in ``extra_params`` (passed to ``fit``'s default optimizer, or already in your
+    ``optimizer``); they are not added to the student. On the first step ``distill`` checks that every
+    parameter the loss depends on is being optimised, and raises ``ValueError`` if one is not (the known bug
+    of adapters left out of the optimizer). Create connectors on the training device.
+
+    Args:
+        student, teacher: modules returning logits of the same shape. The teacher is moved to the training
+            device (like the student) but otherwise left bit-identical.
+        train: as in ``fit``; a ``TensorDataset`` becomes a shuffling ``DeviceLoader`` of batch 128.
+        epochs, optimizer, lr, val, **fit_kwargs: passed to ``kdlite.fit`` (not ``step``: that is ours).
+        temperature: T > 0.  alpha: in [0, 1], the weight of the soft term.
+        cache_teacher: compute the teacher's logits once, on the un-augmented training set, and reuse them
+            every epoch (they arrive as ``batch[-1]``). Only for a ``TensorDataset`` or a ``DeviceLoader``
+            without ``augment``: with augmentation the teacher must see the student's view (Beyer et al.,
+            2022). Feature losses that tap the teacher need the live teacher.
+    """
+    temperature = _check_temperature(temperature)
+    alpha = _check_weight("alpha", alpha, 0.0, 1.0)
+    if not isinstance(student, nn.Module) or not isinstance(teacher, nn.Module):
+        raise TypeError(f"student and teacher must be nn.Modules; got {type(student).__name__}, "
+                        f"{type(teacher).__name__}")
+    if student is teacher:
+        raise ValueError("student and teacher are the same module; distil into a separate (copied) model")
+    if "step" in fit_kwargs:
+        raise ValueError("distill builds its own step; pass extra terms through extra_losses, not step=")
+    extra_losses = _check_extra_losses(extra_losses)
+    extra_params = list(fit_kwargs.pop("extra_params", ()))
+    device = get_device(fit_kwargs["device"]) if fit_kwargs.get("device") is not None else (
+        _data_device(train) or get_device())
+
+    modes = {m: m.training for m in teacher.modules()}
+    flags = {p: p.requires_grad for p in teacher.parameters()}
+    try:
+        teacher.to(device)
+        teacher.eval()
+        teacher.requires_grad_(False)
+        if cache_teacher:
+            train = _with_teacher_logits(teacher, train, device)
+        trained = [p for p in student.parameters() if p.requires_grad] + extra_params
+        if optimizer is not None:
+            trained = [p for group in optimizer.param_groups for p in group["params"]]
+        step = _make_step(teacher, temperature, alpha, extra_losses, cache_teacher, trained)
+        return fit(student, train, epochs, optimizer=optimizer, lr=lr, val=val, step=step,
+                   extra_params=extra_params, **fit_kwargs)
+    finally:
+        for m, was_training in modes.items():
+            m.training = was_training
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
+
+
+def _make_step(teacher, temperature, alpha, extra_losses, cached, trained):
+    """The ``step(student, batch) -> (loss, logits)`` that ``fit`` minimises."""
+    unchecked = [True]
+
+    def step(student: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = batch[0], batch[1]
+        s = student(x)
+        if cached:
+            t = batch[-1]
+        else:
+            with torch.no_grad():
+                t = teacher(x)
+        loss = distillation_loss(s, t, y, temperature, alpha)
+        for weight, fn in extra_losses:
+            loss = loss + weight * fn(s, t, batch)
+        if unchecked[0]:  # once: is every parameter the loss depends on being trained?
+            _check_all_trained(loss, trained)
+            unchecked[0] = False
+        return loss, s
+
+    return step
+
+
+def _check_all_trained(loss: torch.Tensor, trained: list[torch.Tensor]) -> None:
+    """Walk the autograd graph of ``loss`` to its leaf parameters; raise if one is not in ``trained``."""
+    known = {id(p) for p in trained}
+    seen, stack, missing = set(), [loss.grad_fn], []
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        leaf = getattr(node, "variable", None)  # AccumulateGrad nodes hold the leaf tensor
+        if leaf is not None and id(leaf) not in known:
+            missing.append(leaf)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    if missing:
+        shapes = ", ".join(str(tuple(p.shape)) for p in missing[:8])
+        raise ValueError(
+            f"the distillation loss depends on {len(missing)} parameter tensor(s) that the optimizer does "
+            f"not train (shapes {shapes}); a connector's parameters must be trained with the student: pass "
+            f"extra_params=connector.parameters() to distill (or put them in your optimizer)"
+        )
+
+
+def _check_extra_losses(extra_losses) -> list[tuple[float, ExtraLoss]]:
+    out = []
+    for i, item in enumerate(extra_losses):
+        if not (isinstance(item, (tuple, list)) and len(item) == 2 and callable(item[1])):
+            raise ValueError(
+                f"extra_losses[{i}] must be a (weight, fn) pair with "
+                f"fn(student_logits, teacher_logits, batch) -> scalar; got {item!r}"
+            )
+        weight = item[0]
+        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight):
+            raise ValueError(f"extra_losses[{i}] weight must be a finite number; got {weight!r}")
+        out.append((float(weight), item[1]))
+    return out
+
+
+@torch.no_grad()
+def _with_teacher_logits(teacher: nn.Module, train, device: torch.device) -> DeviceLoader:
+    """A loader over the training set with the teacher's logits appended as the last tensor of every batch."""
+    if isinstance(train, DeviceLoader):
+        if train.augment is not None:
+            raise ValueError(
+                f"cache_teacher=True with an augmenting loader "
+                f"(augment={getattr(train.augment, '__name__', train.augment)}):"
+                " cached logits belong to the un-augmented images, but the teacher must see the student's "
+                "augmented view (Beyer et al., 2022). Use cache_teacher=False, or a loader without augment"
+            )
+        tensors, batch_size = train.tensors, train.batch_size
+        shuffle, drop_last = train.shuffle, train.drop_last
+    elif isinstance(train, TensorDataset):
+        tensors, batch_size, shuffle, drop_last = train.tensors, 128, True, False
+    else:
+        raise ValueError(
+            f"cache_teacher=True needs the whole training set: a TensorDataset or a kdlite DeviceLoader; got "
+            f"{type(train).__name__}"
+        )
+    x = tensors[0].to(device)
+    logits = torch.cat([teacher(x[i : i + 1024]).float() for i in range(0, len(x), 1024)])
+    loader = DeviceLoader((*tensors, logits), batch_size, shuffle=shuffle, device=device, drop_last=drop_last)
+    if isinstance(train, DeviceLoader):
+        loader.generator = train.generator  # the same shuffling stream as the loader it replaces
+    return loader
