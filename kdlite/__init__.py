@@ -1,12 +1,13 @@
 """kdlite: a small, readable PyTorch library for model compression, the library of an open textbook.
 
 One concept per module: ``scale`` (experiment sizes), ``data`` (datasets and the device loader), ``models``,
-``train`` (fit, evaluate), ``measure`` (size and speed), ``report`` (mean ± std, tables), ``prune`` (magnitude and
+``train`` (fit, evaluate), ``measure`` (size and speed), ``report`` (mean ± std, tables), ``losses`` (soft targets,
+KD, DKD and feature losses), ``distill`` (the distillation loop), ``features`` (feature taps, connectors), ``prune`` (magnitude and
 iterative pruning, the lottery ticket), ``structured`` (channel pruning), ``quant`` (affine quantization, PTQ, QAT,
 k-means weight sharing) and ``int8`` (real int8 inference on CPU).
 """
 
-from . import data, int8, measure, models, prune, quant, report, structured, train
+from . import data, distill, features, int8, losses, measure, models, prune, quant, report, structured, train
 from .data import DeviceLoader, load_dataset
 from .scale import Scale, scale
 from .train import History, evaluate, fit, get_device, seed_everything
@@ -18,11 +19,14 @@ __all__ = [
     "History",
     "Scale",
     "data",
+    "distill",
     "evaluate",
+    "features",
     "fit",
     "get_device",
     "int8",
     "load_dataset",
+    "losses",
     "measure",
     "models",
     "prune",
