@@ -1,10 +1,13 @@
 """kdlite: a small, readable PyTorch library for model compression, the library of an open textbook.
 
-One concept per module: ``scale`` (experiment sizes), ``data`` (datasets and the device loader), ``models``,
-``train`` (fit, evaluate), ``measure`` (size and speed), ``report`` (mean ± std, tables), ``losses`` (soft targets,
-KD, DKD and feature losses), ``distill`` (the distillation loop), ``features`` (feature taps, connectors), ``prune`` (magnitude and
-iterative pruning, the lottery ticket), ``structured`` (channel pruning), ``quant`` (affine quantization, PTQ, QAT,
-k-means weight sharing) and ``int8`` (real int8 inference on CPU).
+One concept per module:
+
+- ``scale``: experiment sizes (smoke, cpu, gpu);  ``data``: datasets and the device loader;  ``models``;
+- ``train``: fit, evaluate;  ``measure``: size and speed;  ``report``: mean ± std, tables, figures;
+- ``losses``: soft targets, KD, DKD and feature losses;  ``distill``: the distillation loop;
+  ``features``: feature taps and connectors;
+- ``prune``: magnitude and iterative pruning, the lottery ticket;  ``structured``: channel pruning;
+- ``quant``: affine quantization, PTQ, QAT, k-means weight sharing;  ``int8``: real int8 inference on CPU.
 """
 
 from . import data, distill, features, int8, losses, measure, models, prune, quant, report, structured, train
