@@ -39,6 +39,22 @@ def table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
     return "\n".join(lines)
 
 
+def show_table(rows: Sequence[dict], columns: Sequence[str] | None = None, title: str | None = None) -> None:
+    """Show :func:`table` of ``rows``: rendered as a real table in Jupyter (and in the book), printed elsewhere."""
+    text = table(rows, columns)
+    if title:
+        text = f"**{title}**\n\n{text}"
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+    except ImportError:
+        get_ipython = None
+    if get_ipython is not None and get_ipython() is not None:
+        display(Markdown(text))
+    else:
+        print(text)
+
+
 def save_figure(fig, name: str) -> Path | None:
     """Save ``fig`` as ``$KDLITE_FIGURES/name.png`` when that variable is set (GPU runs collect figures this way)."""
     folder = os.environ.get("KDLITE_FIGURES")

@@ -247,6 +247,13 @@ def test_report_helpers():
     assert report.table([]) == "(no rows)"
 
 
+def test_show_table_prints_outside_jupyter(capsys):
+    from kdlite import report
+
+    report.show_table([{"a": 1}], title="T")
+    assert capsys.readouterr().out.splitlines() == ["**T**", "", "| a |", "|---|", "| 1 |"]
+
+
 def test_save_figure(tmp_path, monkeypatch):
     import matplotlib
 
