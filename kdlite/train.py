@@ -113,9 +113,20 @@ def _data_device(data) -> torch.device | None:
     return getattr(data, "device", None)
 
 
+def _bf16_native(device: torch.device) -> bool:
+    """Does this CUDA GPU compute in bf16 natively (Ampere and newer)? A T4 emulates it, slowly."""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # older torch without the argument
+        return torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def _autocast(device: torch.device, amp: bool | None):
-    """bf16 autocast on CUDA (amp=None or True); a no-op elsewhere."""
-    enabled = device.type == "cuda" and amp is not False
+    """bf16 autocast on CUDA GPUs that compute bf16 natively (unless amp=False); float32 elsewhere.
+
+    bf16 keeps float32's exponent range, so no loss scaling is needed; on older GPUs (a T4) it would be
+    emulated and slower than float32, so it is off there unless amp=True asks for it."""
+    enabled = device.type == "cuda" and (amp is True or (amp is None and _bf16_native(device)))
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
@@ -196,7 +207,8 @@ def fit(
         extra_params: more parameters for the default optimizer (e.g. feature-distillation connectors).
         after_step: called after each optimizer step (e.g. to re-apply pruning masks).
         device: default: the data's device (a ``DeviceLoader``'s), else ``kdlite.get_device()``.
-        amp: bf16 autocast on CUDA unless ``False``.
+        amp: bf16 autocast on CUDA (default: on GPUs with native bf16, Ampere and newer; ``True`` forces it,
+            ``False`` turns it off).
         progress: a tqdm progress bar with live loss and accuracy (default on; ``KDLITE_PROGRESS=0`` turns
             it off).
         desc: the progress bar's label.
