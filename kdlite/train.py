@@ -201,7 +201,8 @@ def fit(
             book's models well without tuning, is AdamW(lr=5e-3, weight_decay=5e-4) with a one-cycle schedule.
         lr: learning rate of the default optimizer (cannot be combined with ``optimizer``).
         weight_decay: of the default optimizer.
-        scheduler: ``"onecycle"`` (warm-up, then cosine decay, stepped per batch), ``"cosine"`` or ``None``.
+        scheduler: ``"onecycle"`` (warm-up, then cosine decay, stepped per batch; runs of fewer than 10 steps
+            use ``"cosine"``), ``"cosine"`` or ``None``.
         val: data evaluated after every epoch.
         step: ``step(model, batch) -> (loss, logits)``; the default is cross-entropy on ``batch[:2]``.
         extra_params: more parameters for the default optimizer (e.g. feature-distillation connectors).
@@ -232,7 +233,7 @@ def fit(
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
         if scheduler is not None and steps_per_epoch and epochs > 0:
             total = epochs * steps_per_epoch
-            if scheduler == "onecycle":
+            if scheduler == "onecycle" and total >= 10:  # shorter runs have no room for a warm-up phase
                 sched = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total, pct_start=0.2)
             else:
                 sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)

@@ -134,3 +134,11 @@ def test_get_device_and_seed(monkeypatch):
     seed_everything(5)
     assert torch.equal(a, torch.rand(3))
     assert kdlite.get_device is get_device
+
+
+def test_very_short_runs_train():
+    """A run of a handful of steps (smoke scale) must not trip the one-cycle schedule's warm-up."""
+    ds = TensorDataset(torch.rand(320, 1, 8, 8), torch.randint(0, 10, (320,)))
+    for n in (64, 320):
+        h = fit(MLP(64, [8], 10), DeviceLoader(ds, n), 1, progress=False)
+        assert len(h) == 1 and math.isfinite(h.last["train_loss"])
