@@ -20,7 +20,7 @@ setup: $(STAMP)  ## create .venv and install kdlite (editable) with its book, te
 book: $(STAMP)
 	@line="$$($(PY) -c 'import kdlite; print(kdlite.scale())')" || exit 1; echo "$$line"; \
 	if [ "$$(cat _build/.kdlite-scale 2>/dev/null)" != "$$line" ]; then \
-	  rm -rf _build/.jupyter_cache _build/jupyter_execute _build/html; fi; \
+	  rm -rf _build/.doctrees _build/.jupyter_cache _build/jupyter_execute _build/html; fi; \
 	KDLITE_PROGRESS=0 $(JB) build . && echo "$$line" > _build/.kdlite-scale
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
