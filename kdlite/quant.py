@@ -359,14 +359,19 @@ def _fake_quant_weight(w: torch.Tensor, bits: int, per_channel: bool) -> torch.T
     return fake_quantize(w, scale, zero_point, bits, symmetric=True, axis=axis)
 
 
+def _add_quantizers(layer: nn.Module, bits: int, act_bits: int | None, per_channel: bool) -> None:
+    """What QuantConv2d and QuantLinear add to their float layer: the weight's bits and an input ActQuant."""
+    _check_bits(bits)
+    layer.bits, layer.per_channel = bits, per_channel
+    layer.act = ActQuant(bits if act_bits is None else act_bits)
+
+
 class QuantConv2d(nn.Conv2d):
     """Conv2d on a fake-quantized input (``self.act``) with fake-quantized, symmetric weights (``bits``)."""
 
     def __init__(self, *args, bits: int = 8, act_bits: int | None = None, per_channel: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
-        _check_bits(bits)
-        self.bits, self.per_channel = bits, per_channel
-        self.act = ActQuant(bits if act_bits is None else act_bits)
+        _add_quantizers(self, bits, act_bits, per_channel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(
@@ -398,9 +403,7 @@ class QuantLinear(nn.Linear):
 
     def __init__(self, *args, bits: int = 8, act_bits: int | None = None, per_channel: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
-        _check_bits(bits)
-        self.bits, self.per_channel = bits, per_channel
-        self.act = ActQuant(bits if act_bits is None else act_bits)
+        _add_quantizers(self, bits, act_bits, per_channel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(self.act(x), _fake_quant_weight(self.weight, self.bits, self.per_channel), self.bias)
