@@ -19,7 +19,7 @@ from torch.utils.data import TensorDataset
 
 from .data import DeviceLoader
 from .losses import _check_temperature, _check_weight, distillation_loss
-from .train import Batch, History, _data_device, fit, get_device
+from .train import Batch, History, fit, training_device
 
 ExtraLoss = Callable[[torch.Tensor, torch.Tensor, Batch], torch.Tensor]
 
@@ -86,8 +86,7 @@ def distill(
         raise ValueError("distill builds its own step; pass extra terms through extra_losses, not step=")
     extra_losses = _check_extra_losses(extra_losses)
     extra_params = list(fit_kwargs.pop("extra_params", ()))
-    device = get_device(fit_kwargs["device"]) if fit_kwargs.get("device") is not None else (
-        _data_device(train) or get_device())
+    device = training_device(fit_kwargs.get("device"), train)
 
     modes = {m: m.training for m in teacher.modules()}
     flags = {p: p.requires_grad for p in teacher.parameters()}

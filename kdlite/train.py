@@ -113,6 +113,11 @@ def _data_device(data) -> torch.device | None:
     return getattr(data, "device", None)
 
 
+def training_device(device: str | torch.device | None, data) -> torch.device:
+    """Where training runs: ``device`` if given, else the data's (a ``DeviceLoader``'s), else ``get_device()``."""
+    return get_device(device) if device is not None else (_data_device(data) or get_device())
+
+
 def _bf16_native(device: torch.device) -> bool:
     """Does this CUDA GPU compute in bf16 natively (Ampere and newer)? A T4 emulates it, slowly."""
     try:
@@ -222,7 +227,7 @@ def fit(
         raise ValueError(f"lr must be a positive finite number; got {lr!r}")
     if scheduler not in ("onecycle", "cosine", None):
         raise ValueError(f"scheduler must be 'onecycle', 'cosine' or None; got {scheduler!r}")
-    device = get_device(device) if device is not None else (_data_device(train) or get_device())
+    device = training_device(device, train)
     train = _as_batches(train, 128, shuffle=True, device=device)
     model.to(device)
     steps_per_epoch = len(train) if hasattr(train, "__len__") else None
