@@ -6,7 +6,8 @@ Printed: a distillation epoch with a live teacher (goal <= 1.3x), with cached te
 the one-off caching pass is printed separately), and the same distillation written as a plain PyTorch loop.
 
 Each variant is timed as the ``time`` of a one-epoch History (the training loop only, no evaluation), the
-variants interleaved (so a busy machine slows them alike), after a warm-up round; the median of the repeats.
+variants interleaved (so a busy machine slows them alike), after a warm-up round; each variant's fastest
+repeat counts (other processes can only slow an epoch down), as in ``kdlite.measure.compare_latency``.
 
     PYTHONPATH=. python benchmarks/bench_distill.py [--repeats 7] [--threads 2]
 """
@@ -14,7 +15,6 @@ variants interleaved (so a busy machine slows them alike), after a warm-up round
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
@@ -83,14 +83,14 @@ def main() -> None:
             times[name].append(run())
     times = {k: v[1:] for k, v in times.items()}
     caching = caching[1:]
-    base = statistics.median(times["student alone (kdlite.fit)"])
+    base = min(times["student alone (kdlite.fit)"])
     print(f"mnist-5k, {loader.n} training images, batch 128, {len(loader)} steps an epoch; "
-          f"CPU, {torch.get_num_threads()} threads; torch {torch.__version__}; median of {args.repeats}")
+          f"CPU, {torch.get_num_threads()} threads; torch {torch.__version__}; fastest of {args.repeats}")
     print(f"{'variant':40s} {'s/epoch':>8s} {'ratio':>7s}")
     for name, ts in times.items():
-        m = statistics.median(ts)
+        m = min(ts)
         print(f"{name:40s} {m:8.3f} {m / base:6.2f}x")
-    once = statistics.median(caching)
+    once = min(caching)
     print(f"{'(one-off: caching the teacher logits)':40s} {once:8.3f} {once / base:6.2f}x")
 
 

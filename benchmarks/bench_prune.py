@@ -5,9 +5,9 @@
 Model: ``kdlite.models.CNN(3, 10, widths=(64, 128, 256))`` (the book's CIFAR-10 CNN, untrained: latency does
 not depend on the weights' values), input ``batch × 3 × 32 × 32``, eval mode,
 ``torch.set_num_threads(threads)``.
-Each model is timed with ``kdlite.measure.latency`` (median of ``repeats`` passes) in ``rounds`` interleaved
-rounds, so that load from other processes hits every model alike; the table gives the median over rounds, and
-the speed-up is the median of the per-round ratios dense / pruned. Compared with the dense model:
+The models are timed with ``kdlite.measure.compare_latency``: ``rounds`` rounds in which they take turns, each
+the median of ``repeats`` passes, so that load from other processes hits every model alike; each model's fastest
+round counts, and a speed-up is dense / pruned. Compared with the dense model:
 
 * structured: ``channel_prune(model, 0.5)``: half the channels of every conv, a physically smaller model;
 * unstructured: ``magnitude_prune(model, 0.9)`` then ``remove_masks``: 90% of the weights are zero, but the
@@ -20,18 +20,17 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import warnings
 
 import torch
 
-from kdlite.measure import count_flops, count_params, latency
+from kdlite.measure import compare_latency, count_flops, count_params
 from kdlite.models import CNN
 from kdlite.prune import channel_prune, magnitude_prune, remove_masks, sparsity
 
 
 class MatMul(torch.nn.Module):
-    """``x -> W x`` for a dense or a sparse ``W`` (so ``kdlite.measure.latency`` can time it)."""
+    """``x -> W x`` for a dense or a sparse ``W`` (so ``kdlite.measure`` can time it)."""
 
     def __init__(self, weight: torch.Tensor):
         super().__init__()
@@ -59,39 +58,30 @@ def main() -> None:
     magnitude_prune(masked, 0.9)
     unstructured = remove_masks(copy.deepcopy(masked))
 
-    def timings(models, inp):
-        """Per model, the latency of each round (the models alternate within a round)."""
-        times = [[] for _ in models]
-        for _ in range(args.rounds):
-            for t, model in zip(times, models, strict=True):
-                t.append(latency(model, inp, warmup=1, repeats=args.repeats, threads=args.threads))
-        return times
-
-    def speedup(base, times):
-        return statistics.median(b / t for b, t in zip(base, times, strict=True))
+    def timings(models: dict, inp: torch.Tensor) -> dict:
+        return compare_latency(models, inp, rounds=args.rounds, repeats=args.repeats, threads=args.threads)
 
     print(f"CNN(3, 10, widths=(64, 128, 256)), input {tuple(x.shape)}, {args.threads} threads, "
-          f"torch {torch.__version__}, {args.rounds} rounds x median of {args.repeats}")
+          f"torch {torch.__version__}, {args.rounds} rounds (fastest) x median of {args.repeats}")
     print(f"{'model':32s} {'params':>10s} {'MMACs/img':>10s} {'zeros':>6s} "
           f"{'ms b=1':>8s} {'speedup':>8s} {f'ms b={args.batch}':>9s} {'speedup':>8s}")
-    names = ["dense", "channel_prune 50%", "magnitude 90%, masks removed", "magnitude 90%, masks attached"]
-    models = [dense, structured, unstructured, masked]
+    models = {"dense": dense, "channel_prune 50%": structured, "magnitude 90%, masks removed": unstructured,
+              "magnitude 90%, masks attached": masked}
     t1, tb = timings(models, one), timings(models, x)
-    for i, (name, model) in enumerate(zip(names, models, strict=True)):
+    for name, model in models.items():
         macs = count_flops(model, one) / 2 / 1e6
         print(f"{name:32s} {count_params(model):10,d} {macs:10.1f} {sparsity(model)['overall']:6.2f} "
-              f"{statistics.median(t1[i]) * 1e3:8.2f} {speedup(t1[0], t1[i]):7.2f}x "
-              f"{statistics.median(tb[i]) * 1e3:9.1f} {speedup(tb[0], tb[i]):7.2f}x")
+              f"{t1[name] * 1e3:8.2f} {t1['dense'] / t1[name]:7.2f}x "
+              f"{tb[name] * 1e3:9.1f} {tb['dense'] / tb[name]:7.2f}x")
 
     w = torch.randn(4096, 4096)
     w[torch.rand_like(w) < 0.9] = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "Sparse CSR tensor support is in beta state"
         w_csr = w.to_sparse_csr()
-    td, ts = timings([MatMul(w), MatMul(w_csr)], torch.randn(4096, args.batch))
-    print(f"\n4096x4096 weight, 90% zeros, batch {args.batch}: "
-          f"dense matmul {statistics.median(td) * 1e3:.2f} ms, "
-          f"CSR sparse matmul {statistics.median(ts) * 1e3:.2f} ms, speedup {speedup(td, ts):.2f}x")
+    t = timings({"dense": MatMul(w), "CSR": MatMul(w_csr)}, torch.randn(4096, args.batch))
+    print(f"\n4096x4096 weight, 90% zeros, batch {args.batch}: dense matmul {t['dense'] * 1e3:.2f} ms, "
+          f"CSR sparse matmul {t['CSR'] * 1e3:.2f} ms, speedup {t['dense'] / t['CSR']:.2f}x")
 
 
 if __name__ == "__main__":

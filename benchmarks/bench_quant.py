@@ -4,9 +4,9 @@
 
 The model is ``kdlite.models.CNN(3, 10, widths=(64, 128, 256))`` on 3×32×32 inputs, with random weights
 (latency and size do not depend on the values). float32 is the plain eager PyTorch model; int8 is
-``kdlite.quant.to_int8`` (torch.ao.quantization FX, x86 engine), calibrated on 4 random batches. Each
-latency is ``kdlite.measure.latency`` (median of 50 passes at batch 1, 10 at batch 64); float and int8 are
-measured in alternating rounds and the median of the rounds is printed, since shared CPUs are noisy.
+``kdlite.quant.to_int8`` (torch.ao.quantization FX, x86 engine), calibrated on 4 random batches. Latency
+comes from ``kdlite.measure.compare_latency`` (median of 50 passes at batch 1, 10 at batch 64): float and int8
+take turns in ``rounds`` rounds and each keeps its fastest, since shared CPUs are noisy.
 Goal: ≥ 2× at batch 64.
 """
 
@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import time
 
 import torch
 
-from kdlite.measure import latency, model_size_bytes
+from kdlite.measure import compare_latency, model_size_bytes
 from kdlite.models import CNN
 from kdlite.quant import to_int8
 
@@ -57,11 +56,9 @@ def main() -> None:
     for batch in (1, 64):
         xb = x[:batch]
         repeats = 10 if batch == 64 else 50
-        fp32_t, int8_t = [], []
-        for _ in range(args.rounds):
-            fp32_t.append(latency(model, xb, warmup=3, repeats=repeats, threads=args.threads))
-            int8_t.append(latency(int8, xb, warmup=3, repeats=repeats, threads=args.threads))
-        f, q = statistics.median(fp32_t), statistics.median(int8_t)
+        t = compare_latency({"fp32": model, "int8": int8}, xb, args.rounds, warmup=3, repeats=repeats,
+                            threads=args.threads)
+        f, q = t["fp32"], t["int8"]
         print(f"{batch:>5} {f * 1e3:>9.2f} {q * 1e3:>9.2f} {f / q:>9.2f}x")
 
 

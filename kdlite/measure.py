@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import statistics
 import time
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -103,6 +104,32 @@ def latency(
         model.train(was_training)
         torch.set_num_threads(old_threads)
     return statistics.median(times)
+
+
+def compare_latency(
+    models: Mapping[str, nn.Module],
+    example_input: torch.Tensor,
+    rounds: int = 5,
+    warmup: int = 1,
+    repeats: int = 5,
+    threads: int | None = None,
+) -> dict[str, float]:
+    """Latency in seconds of each model on the same input, measured so that the numbers can be compared.
+
+    The models take turns: in each of ``rounds`` rounds every model is timed once with :func:`latency` (the
+    median of ``repeats`` passes after ``warmup``). A model's result is its fastest round: other processes can
+    only slow a pass down, and taking turns exposes every model to the same load. A speed-up is a ratio of two
+    results, e.g. ``t["dense"] / t["pruned"]``.
+    """
+    if not models:
+        raise ValueError("models must name at least one model, e.g. {'dense': m1, 'pruned': m2}")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds must be a positive int; got {rounds!r}")
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            times[name].append(latency(model, example_input, warmup, repeats, threads))
+    return {name: min(t) for name, t in times.items()}
 
 
 def profile(model: nn.Module, example_input: torch.Tensor, **latency_kwargs) -> dict[str, float]:

@@ -15,6 +15,7 @@ or unsigned. Per-channel parameters (``axis`` given) are 1-D tensors, one entry 
 from __future__ import annotations
 
 import copy
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -173,6 +174,13 @@ def _histogram_range(rows, bits, symmetric, percentile, bins: int = 2048, steps:
 _RANGES = {"minmax": _minmax_range, "percentile": _percentile_range, "histogram": _histogram_range}
 
 
+def _check_method(method, percentile) -> None:
+    if method not in _RANGES:
+        raise ValueError(f"method must be one of {sorted(_RANGES)}; got {method!r}")
+    if isinstance(percentile, bool) or not isinstance(percentile, numbers.Real) or not 50 < percentile <= 100:
+        raise ValueError(f"percentile must be in (50, 100]; got {percentile!r}")
+
+
 def qparams(
     x: torch.Tensor,
     bits: int = 8,
@@ -192,10 +200,7 @@ def qparams(
     _check_float(x, "x")
     _check_bits(bits)
     axis = _check_axis(axis, x)
-    if method not in _RANGES:
-        raise ValueError(f"method must be one of {sorted(_RANGES)}; got {method!r}")
-    if not 50 < percentile <= 100:
-        raise ValueError(f"percentile must be in (50, 100]; got {percentile!r}")
+    _check_method(method, percentile)
     if x.numel() == 0:
         raise ValueError(f"x must not be empty; got shape {tuple(x.shape)}")
     lo, hi = _RANGES[method](_rows(x.detach(), axis), bits, symmetric, percentile)
@@ -448,13 +453,25 @@ def prepare_qat(
 
 
 @torch.no_grad()
-def calibrate(model: nn.Module, data, num_batches: int = 8) -> nn.Module:
-    """Set the range of every :class:`ActQuant` in ``model`` to the min and max of its input over the first
-    ``num_batches`` batches of ``data`` (a tensor, a TensorDataset or an iterable of batches). In place."""
+def calibrate(
+    model: nn.Module, data, num_batches: int = 8, method: str = "minmax", percentile: float = 99.99
+) -> nn.Module:
+    """Set the range [lo, hi] of every :class:`ActQuant` in ``model`` from its float inputs over the first
+    ``num_batches`` batches of ``data`` (a tensor, a TensorDataset or an iterable of batches). In place.
+
+    ``method`` as in :func:`qparams`: "minmax" (the running min and max), "percentile" (clip the rarest
+    ``100 - percentile`` % at each end) or "histogram" (the clip with the least quantization MSE). The last two
+    keep every observed input in memory until the ranges are set.
+    """
+    _check_method(method, percentile)
     quants = [m for m in model.modules() if isinstance(m, ActQuant)]
     if not quants:
         raise ValueError("model has no ActQuant layers to calibrate; expected a model from prepare_qat")
     device = next(model.parameters()).device
+    seen: dict[ActQuant, list[torch.Tensor]] = {q: [] for q in quants}
+    hooks = [] if method == "minmax" else [
+        q.register_forward_pre_hook(lambda m, args: seen[m].append(args[0].detach().flatten())) for q in quants
+    ]
     was_training = model.training
     model.eval()
     for q in quants:
@@ -466,7 +483,14 @@ def calibrate(model: nn.Module, data, num_batches: int = 8) -> nn.Module:
     finally:
         for q in quants:
             q.observing = False
+        for h in hooks:
+            h.remove()
         model.train(was_training)
+    if method != "minmax":
+        with torch.no_grad():
+            for q in quants:
+                lo, hi = _RANGES[method](torch.cat(seen[q])[None].float(), q.bits, False, percentile)
+                q.lo.fill_(lo.item()), q.hi.fill_(hi.item())
     return model
 
 
@@ -477,11 +501,14 @@ def quantize_ptq(
     act_bits: int | None = None,
     per_channel: bool = True,
     num_batches: int = 8,
+    method: str = "minmax",
+    percentile: float = 99.99,
 ) -> nn.Module:
     """Simulated post-training quantization at any 2..16 bits: ``prepare_qat``, then ``calibrate`` on
-    ``num_batches`` batches; returned in eval mode, no training."""
+    ``num_batches`` batches with ``method`` and ``percentile``; returned in eval mode, no training."""
+    _check_method(method, percentile)
     model = prepare_qat(model, bits, act_bits, per_channel)
-    return calibrate(model, calibration_data, num_batches).eval()
+    return calibrate(model, calibration_data, num_batches, method, percentile).eval()
 
 
 # --- k-means sharing

@@ -1,3 +1,5 @@
+import time
+
 import pytest
 import torch
 from torch import nn
@@ -55,3 +57,33 @@ def test_latency_positive_and_restores():
 def test_profile_keys():
     p = measure.profile(MLP(16, 16, 2), torch.zeros(1, 16), warmup=0, repeats=2)
     assert set(p) == {"params", "bytes", "flops", "latency_ms"} and p["params"] == 16 * 16 + 16 + 34
+
+
+class Sleeper(nn.Module):
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+
+    def forward(self, x):
+        time.sleep(self.seconds)
+        return x
+
+
+def test_compare_latency_times_every_model_in_turn():
+    calls = []
+
+    class Counting(nn.Linear):
+        def forward(self, x):
+            calls.append(self.out_features)
+            return super().forward(x)
+
+    models = {"a": Counting(4, 2), "b": Counting(4, 3), "slow": Sleeper(0.002)}
+    t = measure.compare_latency(models, torch.zeros(1, 4), rounds=3, warmup=1, repeats=2, threads=1)
+    assert list(t) == ["a", "b", "slow"]
+    assert all(v > 0 for v in t.values())
+    assert t["slow"] >= 0.002  # sleep() waits at least this long: a lower bound, not a timing race
+    assert calls == [2, 2, 2, 3, 3, 3] * 3  # each round: a's passes, then b's (warm-up + repeats)
+    with pytest.raises(ValueError, match="rounds"):
+        measure.compare_latency(models, torch.zeros(1, 4), rounds=0)
+    with pytest.raises(ValueError, match="at least one model"):
+        measure.compare_latency({}, torch.zeros(1, 4))

@@ -240,6 +240,46 @@ def test_ptq_error_shrinks_with_bits_and_calibration_sets_the_input_range():
     assert not ptq.training
 
 
+def test_calibrate_percentile_clips_an_outlier():
+    torch.manual_seed(0)
+    model = randomise_batchnorm(CNN(1, 10, widths=(8, 16)))
+    x = torch.randn(64, 1, 8, 8)
+    x[0, 0, 0, 0] = 1000.0  # one corrupt pixel
+    flat = x.flatten().numpy().astype(np.float64)
+    ranges_of = {}
+    for method in ("minmax", "percentile", "histogram"):
+        ptq = Q.quantize_ptq(model, x, bits=8, method=method, percentile=99.9)
+        first = ptq.features[0][0].act  # its input is x itself
+        ranges_of[method] = (first.lo.item(), first.hi.item())
+        assert not ptq.training
+    assert ranges_of["minmax"] == (flat.min(), 1000.0)
+    lo, hi = np.percentile(flat, 0.1, method="nearest"), np.percentile(flat, 99.9, method="nearest")
+    assert ranges_of["percentile"] == pytest.approx((lo, hi), rel=1e-6)
+    with pytest.raises(ValueError, match="method"):
+        Q.calibrate(Q.prepare_qat(model), x, method="entropy")
+    with pytest.raises(ValueError, match="percentile"):
+        Q.quantize_ptq(model, x, method="percentile", percentile=120)
+
+
+def test_calibrate_histogram_lowers_the_quantization_error_of_heavy_tailed_inputs():
+    torch.manual_seed(0)
+    model = randomise_batchnorm(CNN(1, 10, widths=(8, 16)))
+    x = torch.distributions.Laplace(0.0, 1.0).sample((64, 1, 8, 8))
+    flat = x.flatten().double()
+
+    def mse(lo, hi, bits=4):  # asymmetric quantization of x to [lo, hi] widened to contain 0, in float64
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+        s = (hi - lo) / (2**bits - 1)
+        z = round(-lo / s)
+        q = torch.clamp(torch.round(flat / s) + z, 0, 2**bits - 1)
+        return ((q - z) * s - flat).pow(2).mean().item()
+
+    act = {m: Q.quantize_ptq(model, x, bits=4, method=m).features[0][0].act for m in ("minmax", "histogram")}
+    (lo_m, hi_m), (lo_h, hi_h) = [(a.lo.item(), a.hi.item()) for a in act.values()]
+    assert lo_h > lo_m and hi_h < hi_m  # the tails are clipped
+    assert mse(lo_h, hi_h) < 0.8 * mse(lo_m, hi_m)
+
+
 def test_act_quant_needs_a_range():
     with pytest.raises(RuntimeError, match="calibrate"):
         Q.ActQuant(8).eval()(torch.randn(3))
