@@ -9,6 +9,6 @@ torch.set_num_threads(1)  # tiny models: one thread is fastest, and immune to a 
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch):
-    """Tests start from a known environment: no scale, offline flag or device override leaks in."""
-    for var in ("KDLITE_SCALE", "KDLITE_OFFLINE", "KDLITE_DEVICE"):
+    """Tests start from a known environment: no scale, offline flag, device override or output folder leaks in."""
+    for var in ("KDLITE_SCALE", "KDLITE_OFFLINE", "KDLITE_DEVICE", "KDLITE_FIGURES", "KDLITE_RESULTS"):
         monkeypatch.delenv(var, raising=False)

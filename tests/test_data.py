@@ -266,3 +266,32 @@ def test_save_figure(tmp_path, monkeypatch):
     assert report.save_figure(fig, "x") is None
     monkeypatch.setenv("KDLITE_FIGURES", str(tmp_path))
     assert report.save_figure(fig, "x") == tmp_path / "x.png" and (tmp_path / "x.png").stat().st_size > 0
+
+
+def test_save_results_records_where_they_came_from(tmp_path, monkeypatch, capsys):
+    import json
+
+    from kdlite import report
+
+    rows = [{"model": "teacher", "errors": 67}, {"model": "student", "errors": 74.5}]
+    monkeypatch.delenv("KDLITE_RESULTS", raising=False)
+    assert report.save_results("03_hinton", rows) is None  # nothing is written unless asked
+    monkeypatch.setenv("KDLITE_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("KDLITE_SCALE", "smoke")
+    path = report.save_results("03_hinton", rows, note="gap recovered: 50%")
+    assert path == tmp_path / "results" / "03_hinton.json"
+    record = json.loads(path.read_text())
+    assert record["rows"] == rows and record["note"] == "gap recovered: 50%"
+    assert record["scale"].startswith("scale: smoke") and record["torch"] == torch.__version__
+    assert record["device"] and record["date"]
+    capsys.readouterr()
+    assert report.show_recorded(path)["rows"] == rows
+    out = capsys.readouterr().out
+    assert "Recorded:" in out and "| teacher | 67 |" in out and "gap recovered" in out
+    assert report.show_recorded(tmp_path / "missing.json") is None
+    assert "No recorded results" in capsys.readouterr().out
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a results file"):
+        report.show_recorded(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="plain file name"):
+        report.save_results("../x", rows)
