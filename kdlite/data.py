@@ -8,6 +8,7 @@ yields batches as slices. Augmentations are functions of a whole batch, run on t
 
 from __future__ import annotations
 
+import difflib
 import os
 import shutil
 import tempfile
@@ -144,8 +145,12 @@ def load_dataset(
         subset: keep only this many training samples (a fixed, class-balanced random choice); the test set is
             always whole.
     """
+    if isinstance(name, str) and name.strip().lower() in DATASETS:
+        name = name.strip().lower()  # "MNIST" means mnist
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset name {name!r}; expected one of: {', '.join(DATASETS)}")
+        close = difflib.get_close_matches(str(name).lower(), DATASETS, n=2, cutoff=0.6)
+        hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+        raise ValueError(f"unknown dataset name {name!r}{hint}; expected one of: {', '.join(DATASETS)}")
     if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset <= 0):
         raise ValueError(f"subset must be a positive int or None; got {subset!r}")
     if name == "digits":
@@ -240,7 +245,13 @@ class DeviceLoader:
 
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
-        tensors = dataset.tensors if isinstance(dataset, TensorDataset) else tuple(dataset)
+        if isinstance(dataset, TensorDataset):
+            tensors = dataset.tensors
+        elif isinstance(dataset, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in dataset):
+            tensors = tuple(dataset)
+        else:
+            raise TypeError(f"dataset must be a TensorDataset or a tuple of tensors (e.g. from "
+                            f"kdlite.load_dataset); got {type(dataset).__name__}")
         if not tensors or any(len(t) != len(tensors[0]) for t in tensors):
             raise ValueError("dataset must hold one or more tensors of the same length")
         self.device = torch.device(device) if device is not None else get_device()

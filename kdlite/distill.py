@@ -122,14 +122,24 @@ def _make_step(teacher, temperature, alpha, extra_losses, cached, trained):
             with torch.no_grad():
                 t = teacher(x)
         loss = distillation_loss(s, t, y, temperature, alpha)
-        for weight, fn in extra_losses:
-            loss = loss + weight * fn(s, t, batch)
+        for k, (weight, fn) in enumerate(extra_losses):
+            loss = loss + weight * _checked_term(k, fn(s, t, batch))
         if unchecked[0]:  # once: is every parameter the loss depends on being trained?
             _check_all_trained(loss, trained)
             unchecked[0] = False
         return loss, s
 
     return step
+
+
+def _checked_term(k: int, term) -> torch.Tensor:
+    """An extra loss must give a finite scalar tensor; say which one did not (before it corrupts the weights)."""
+    if not isinstance(term, torch.Tensor) or term.numel() != 1:
+        got = f"shape {tuple(term.shape)}" if isinstance(term, torch.Tensor) else type(term).__name__
+        raise ValueError(f"extra_losses[{k}] must return a scalar tensor; got {got}")
+    if not torch.isfinite(term):
+        raise ValueError(f"extra_losses[{k}] returned {term.item()} at this step; expected a finite loss")
+    return term.reshape(())
 
 
 def _check_all_trained(loss: torch.Tensor, trained: list[torch.Tensor]) -> None:
@@ -190,6 +200,8 @@ def _with_teacher_logits(teacher: nn.Module, train, device: torch.device) -> Dev
             f"{type(train).__name__}"
         )
     x = tensors[0].to(device)
+    if len(x) == 0:
+        raise ValueError("cache_teacher=True got an empty training set; expected at least one example")
     logits = torch.cat([teacher(x[i : i + 1024]).float() for i in range(0, len(x), 1024)])
     loader = DeviceLoader((*tensors, logits), batch_size, shuffle=shuffle, device=device, drop_last=drop_last)
     if isinstance(train, DeviceLoader):

@@ -32,6 +32,9 @@ class FeatureTap:
     def __init__(self, model: nn.Module, names: str | Sequence[str]):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
+        if not isinstance(names, (str, Sequence)):
+            raise TypeError(f"names must be a submodule name or a list of names (see model.named_modules()); got "
+                            f"{type(names).__name__}")
         names = [names] if isinstance(names, str) else list(names)
         if not names:
             raise ValueError("names must name at least one submodule; got an empty list")

@@ -51,6 +51,8 @@ def _check_tensor(name: str, x, min_dim: int = 1) -> None:
         raise ValueError(f"{name} must be a floating-point tensor (raw logits/features); got dtype {x.dtype}")
     if x.dim() < min_dim:
         raise ValueError(f"{name} must have at least {min_dim} dimension(s); got shape {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)}); expected a batch of at least one example")
     if not torch.isfinite(x).all():
         bad = (~torch.isfinite(x)).sum().item()
         raise ValueError(f"{name} contains {bad} NaN or inf value(s); expected finite values")
@@ -222,8 +224,16 @@ def hint_loss(
     """
     _check_tensor("student_feat", student_feat)
     _check_tensor("teacher_feat", teacher_feat)
+    _check_same_batch(student_feat, teacher_feat)
     if connector is not None:
-        mapped = connector(student_feat)
+        if not callable(connector):
+            raise TypeError(f"connector must be a module (e.g. kdlite.features.connector(...)); got {connector!r}")
+        try:
+            mapped = connector(student_feat)
+        except RuntimeError as e:
+            raise ValueError(
+                f"connector {connector} cannot take student_feat of shape {tuple(student_feat.shape)}: {e}"
+            ) from None
     else:
         mapped = student_feat
         if student_feat.shape != teacher_feat.shape:
@@ -264,12 +274,16 @@ def attention_map(feat: torch.Tensor, p: float = 2) -> torch.Tensor:
 
         Q = vec(F) / ||vec(F)||_2,   F = 1/C · sum_c |a_c|^p        (feat (N, C, H, W) -> Q (N, H·W))
 
-    Every row of the result has unit L2 norm (an all-zero map stays zero).
+    Every row of the result has unit L2 norm (an all-zero map stays zero). Q does not change when an example's
+    activations are scaled, so each is first divided by its largest |a|: |a|^p cannot overflow for large p.
+    p < 1 is refused: the gradient of |a|^p is infinite at a = 0, which every ReLU output has.
     """
     _check_tensor("feat", feat, min_dim=3)
-    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not (math.isfinite(p) and p > 0):
-        raise ValueError(f"p must be a positive finite number (the exponent of |a|^p); got {p!r}")
-    a = feat.float().abs().pow(p).mean(dim=1)
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not (math.isfinite(p) and p >= 1):
+        raise ValueError(f"p must be a finite number >= 1 (the exponent of |a|^p; the paper uses 2); got {p!r}")
+    a = feat.float().abs()
+    biggest = a.detach().flatten(1).amax(1).clamp_min(torch.finfo(a.dtype).tiny)
+    a = (a / biggest.view(-1, *[1] * (a.dim() - 1))).pow(p).mean(dim=1)
     return F.normalize(a.flatten(1), p=2, dim=1)
 
 

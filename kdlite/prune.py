@@ -90,6 +90,17 @@ def prunable_layers(
     return chosen
 
 
+def _layers_or_error(model: nn.Module, modules=None) -> dict[str, nn.Module]:
+    """``prunable_layers``, but a model without any is an error (pruning it would silently do nothing)."""
+    layers = prunable_layers(model, modules)
+    if not layers:
+        raise ValueError(
+            f"model ({type(model).__name__}) has no Linear or Conv1d/2d/3d layers; those are what kdlite.prune "
+            f"prunes (recurrent and attention layers are not supported)"
+        )
+    return layers
+
+
 def _mask_of(layer: nn.Module) -> WeightMask | None:
     """The layer's :class:`WeightMask`, if it has one."""
     if not parametrize.is_parametrized(layer, "weight"):
@@ -148,7 +159,7 @@ def magnitude_prune(
     amount = _check_amount(amount)
     if scope not in ("global", "layer"):
         raise ValueError(f"scope must be 'global' or 'layer'; got {scope!r}")
-    layers = prunable_layers(model, modules)
+    layers = _layers_or_error(model, modules)
     names = list(layers)
     scores = []
     for layer in layers.values():
@@ -162,6 +173,12 @@ def magnitude_prune(
         n = sum(s.numel() for s in group_scores)
         k = round(amount * n)
         already = sum(int((s < 0).sum()) for s in group_scores)
+        if k == n:
+            where = "the model's" if scope == "global" else f"layer {names[group[0]]!r}'s"
+            raise ValueError(
+                f"amount={amount} would prune all {n} of {where} weights; expected an amount that keeps at least "
+                f"one (below {1 - 0.5 / n:.6g})"
+            )
         if k < already:
             where = "the model" if scope == "global" else f"layer {names[group[0]]!r}"
             raise ValueError(
@@ -179,7 +196,7 @@ def sparsity(model: nn.Module) -> dict[str, float]:
     """Fraction of exactly-zero weights among the prunable (Linear and Conv) weights: ``"overall"`` and one
     entry per layer name. Works for unpruned models and for those pruned with ``torch.nn.utils.prune``."""
     result, zeros, total = {}, 0, 0
-    for name, layer in prunable_layers(model).items():
+    for name, layer in _layers_or_error(model).items():
         w = layer.weight
         z = int((w == 0).sum())
         result[name] = z / w.numel()
@@ -351,6 +368,9 @@ def sparse_storage_bytes(
     """
     if format not in ("dense", "bitmask", "csr"):
         raise ValueError(f"format must be 'dense', 'bitmask' or 'csr'; got {format!r}")
+    for name, v in (("value_bytes", value_bytes), ("index_bytes", index_bytes)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"{name} must be a positive int (bytes per stored number); got {v!r}")
     if isinstance(obj, nn.Module):
         layers = prunable_layers(obj)
         skip = {f"{name}.{suffix}" for name in layers for suffix in ("weight", "weight_orig", "weight_mask")}

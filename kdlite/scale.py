@@ -73,10 +73,14 @@ def scale(name: str | None = None) -> Scale:
 
     ``KDLITE_OFFLINE=1`` swaps every downloadable dataset for its offline stand-in (see ``OFFLINE_STAND_INS``).
     """
+    source = "name"
     if name is None:
-        name = os.environ.get("KDLITE_SCALE", "").strip().lower() or ("gpu" if torch.cuda.is_available() else "cpu")
+        source, name = "KDLITE_SCALE", os.environ.get("KDLITE_SCALE", "")
+        name = name.strip() or ("gpu" if torch.cuda.is_available() else "cpu")
+    if isinstance(name, str) and name.strip().lower() in PRESETS:
+        name = name.strip().lower()
     if name not in PRESETS:
-        raise ValueError(f"KDLITE_SCALE must be one of {', '.join(SCALES)}; got {name!r}")
+        raise ValueError(f"{source} must be one of {', '.join(SCALES)}; got {name!r}")
     s = PRESETS[name]
     if _flag("KDLITE_OFFLINE"):
         s = replace(

@@ -164,6 +164,15 @@ def channel_prune(
             raise ValueError(f"importance must be 'l1', 'l2' or a function of the weight; got {importance!r}")
         p = 1.0 if importance == "l1" else 2.0
         importance = lambda w: channel_importance(w, p)  # noqa: E731
+    if not isinstance(example_input, torch.Tensor):
+        raise TypeError(f"example_input must be a tensor the model accepts (e.g. one batch); got "
+                        f"{type(example_input).__name__}")
+    try:
+        with torch.no_grad():
+            expected = _eval_output(model, example_input).shape
+    except RuntimeError as err:
+        raise ValueError(f"example_input of shape {tuple(example_input.shape)} does not fit the model: "
+                         f"{str(err).splitlines()[0]}") from None
     from .prune import remove_masks  # prune.py re-exports this module, so import it lazily
 
     pruned = remove_masks(copy.deepcopy(model))
@@ -204,9 +213,9 @@ def channel_prune(
                       f"their channels to another branch: {', '.join(tied)}", stacklevel=2)
 
     with torch.no_grad():
-        shapes = [_eval_output(m, example_input).shape for m in (model, pruned)]
-    if shapes[0] != shapes[1]:
-        raise RuntimeError(f"channel_prune changed the output shape {tuple(shapes[0])} to {tuple(shapes[1])}")
+        got = _eval_output(pruned, example_input).shape
+    if got != expected:
+        raise RuntimeError(f"channel_prune changed the output shape {tuple(expected)} to {tuple(got)}")
     return pruned
 
 

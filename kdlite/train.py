@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import random
 import time
@@ -38,6 +39,8 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
 
 def seed_everything(seed: int) -> int:
     """Seed Python's, NumPy's and torch's random generators (all devices). Returns the seed."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int; got {seed!r}")
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -93,11 +96,27 @@ class History:
         return f"History({len(self)} epochs; last: {last})"
 
 
-def cross_entropy_step(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """The default training step: ``logits = model(x)``, loss = cross-entropy(logits, y)."""
+def cross_entropy_step(
+    model: nn.Module, batch: Batch, check_labels: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The default training step: ``logits = model(x)``, loss = cross-entropy(logits, y).
+
+    ``check_labels`` (``fit`` sets it on its first batch) checks that ``y`` holds class indices the logits can
+    take: a clear error instead of torch's "Target 7 is out of bounds", or a CUDA device-side assert."""
     x, y = batch[0], batch[1]
     logits = model(x)
+    if check_labels:
+        _check_labels(y, logits, "the training data")
     return F.cross_entropy(logits.float(), y), logits
+
+
+def _check_labels(y: torch.Tensor, logits: torch.Tensor, where: str) -> None:
+    from .losses import _check_targets
+
+    try:
+        _check_targets(y, logits)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"labels of {where}: {e}; the model outputs {logits.shape[-1]} classes") from None
 
 
 def _as_batches(data, batch_size: int, shuffle: bool, device: torch.device | None) -> Iterable[Batch]:
@@ -106,7 +125,23 @@ def _as_batches(data, batch_size: int, shuffle: bool, device: torch.device | Non
         from .data import DeviceLoader
 
         return DeviceLoader(data, batch_size, shuffle=shuffle, device=device)
+    if isinstance(data, (torch.Tensor, str, bytes)) or not isinstance(data, Iterable):
+        hint = " (for tensors x, y pass TensorDataset(x, y))" if isinstance(data, torch.Tensor) else ""
+        raise TypeError(
+            f"data must be a TensorDataset, a kdlite DeviceLoader or an iterable of (x, y) batches; got "
+            f"{type(data).__name__}{hint}"
+        )
     return data
+
+
+def _finite(value) -> bool:
+    """Is ``value`` a finite real number (not a bool, not a string)?"""
+    return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+
+
+def _check_model(model) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
 
 
 def _data_device(data) -> torch.device | None:
@@ -147,6 +182,7 @@ def evaluate(
     ``data`` is any iterable of ``(x, y, ...)`` batches, or a ``TensorDataset``. The model's train/eval mode is
     restored afterwards.
     """
+    _check_model(model)
     device = get_device(device) if device is not None else (_data_device(data) or _model_device(model))
     data = _as_batches(data, 1024, shuffle=False, device=device)
     was_training = model.training
@@ -157,6 +193,8 @@ def evaluate(
             x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
             with _autocast(device, amp):
                 logits = model(x)
+            if n == 0:
+                _check_labels(y, logits, "the evaluation data")
             total_loss += F.cross_entropy(logits.float(), y, reduction="sum")
             correct += (logits.argmax(-1) == y).sum()
             n += len(y)
@@ -223,8 +261,11 @@ def fit(
         raise ValueError(f"epochs must be a non-negative int; got {epochs!r}")
     if optimizer is not None and lr is not None:
         raise ValueError("pass either optimizer or lr, not both: lr sets the default optimizer's learning rate")
-    if lr is not None and not (math.isfinite(lr) and lr > 0):
+    if lr is not None and not (_finite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive finite number; got {lr!r}")
+    if not (_finite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be a finite number >= 0; got {weight_decay!r}")
+    _check_model(model)
     if scheduler not in ("onecycle", "cosine", None):
         raise ValueError(f"scheduler must be 'onecycle', 'cosine' or None; got {scheduler!r}")
     device = training_device(device, train)
@@ -242,6 +283,7 @@ def fit(
                 sched = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total, pct_start=0.2)
             else:
                 sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    peak_lr = max(g.get("max_lr", g["lr"]) for g in optimizer.param_groups)  # one-cycle's peak, else lr
     show = _progress_default() if progress is None else progress
     history = History()
     bar = None
@@ -257,7 +299,10 @@ def fit(
             for i, batch in enumerate(train):
                 batch = [t.to(device, non_blocking=True) for t in batch]
                 with _autocast(device, amp):
-                    loss, logits = step(model, batch)
+                    if epoch == 1 and i == 0 and step is cross_entropy_step:
+                        loss, logits = step(model, batch, check_labels=True)
+                    else:
+                        loss, logits = step(model, batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -278,8 +323,8 @@ def fit(
             train_loss = loss_sum.item() / n
             if not math.isfinite(train_loss):
                 raise FloatingPointError(
-                    f"training loss became {train_loss} in epoch {epoch}; the learning rate "
-                    f"({optimizer.param_groups[0]['lr']:.3g}) may be too high, or the inputs contain NaN/inf"
+                    f"training loss became {train_loss} in epoch {epoch}; the learning rate (peak {peak_lr:.3g}) "
+                    f"may be too high, or the inputs contain NaN/inf"
                 )
             metrics = {"epoch": epoch, "train_loss": train_loss, "train_acc": correct.item() / n}
             if val is not None:

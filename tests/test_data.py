@@ -295,3 +295,14 @@ def test_save_results_records_where_they_came_from(tmp_path, monkeypatch, capsys
         report.show_recorded(tmp_path / "bad.json")
     with pytest.raises(ValueError, match="plain file name"):
         report.save_results("../x", rows)
+
+
+def test_dataset_names_are_forgiving_and_suggest_the_closest():
+    x1 = load_dataset("digits")[0].tensors[0]
+    assert torch.equal(load_dataset(" Digits ")[0].tensors[0], x1)
+    with pytest.raises(ValueError, match=r"unknown dataset name 'mnist5k' \(did you mean 'mnist-5k'"):
+        load_dataset("mnist5k")
+    with pytest.raises(ValueError, match=r"unknown dataset name 'cifar-10' \(did you mean 'cifar10'"):
+        load_dataset("cifar-10")
+    with pytest.raises(TypeError, match="dataset must be a TensorDataset or a tuple of tensors.*got str"):
+        DeviceLoader("digits", 2)

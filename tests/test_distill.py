@@ -244,3 +244,18 @@ def test_bad_arguments(digits, trained_teacher):
     with pytest.raises(ValueError, match=r"same shape.*\(64, 12\).*\(64, 10\)"):
         distill(MLP(64, 16, 12), teacher, train, 1, temperature=2.0, alpha=0.5, **kw)
     assert teacher.training
+
+
+def test_extra_losses_must_give_finite_scalars(digits, trained_teacher):
+    teacher, student = copy.deepcopy(trained_teacher), MLP(64, 16, 10)
+    train, kw = loader(digits[0]), dict(temperature=2.0, alpha=0.5, progress=False)
+    before = snapshot(student)
+    with pytest.raises(ValueError, match=r"extra_losses\[1\] must return a scalar tensor; got shape \(64, 10\)"):
+        distill(student, teacher, train, 1, extra_losses=[(1.0, lambda s, t, b: s.sum()), (1.0, lambda s, t, b: s)],
+                **kw)
+    with pytest.raises(ValueError, match=r"extra_losses\[0\] returned nan at this step"):
+        distill(student, teacher, train, 1, extra_losses=[(1.0, lambda s, t, b: s.sum() * float("nan"))], **kw)
+    assert_bit_identical(student, before)  # raised before any optimizer step
+    empty = torch.utils.data.TensorDataset(torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long))
+    with pytest.raises(ValueError, match="empty training set"):
+        distill(student, teacher, empty, 1, cache_teacher=True, **kw)

@@ -111,3 +111,8 @@ def test_connector_errors():
         connector((2, 6, 10), (2, 12, 10))
     with pytest.raises(ValueError, match="student_shape must be a sequence of ints"):
         connector("abc", (2, 3))
+
+
+def test_feature_tap_names_must_be_strings():
+    with pytest.raises(TypeError, match="names must be a submodule name or a list of names.*got int"):
+        FeatureTap(MLP(4, 4, 2), 3)

@@ -394,3 +394,39 @@ def test_losses_are_scalars_that_backprop():
         (g,) = torch.autograd.grad(loss, s)
         assert torch.isfinite(g).all()
     assert F.mse_loss(s, t).dim() == 0
+
+
+def test_attention_map_survives_large_exponents_and_refuses_p_below_one():
+    a = torch.relu(feats(2, 3, 4, 4, seed=7)) * 1e5  # |a|^8 ~ 1e40 overflows float32 if computed directly
+    for p in (8, 100):
+        m = (a.double() / a.double().flatten(1).amax(1).view(-1, 1, 1, 1)) ** p  # float64, rescaled first
+        ref = m.mean(1).flatten(1)
+        ref = ref / ref.norm(dim=1, keepdim=True)
+        q = attention_map(a, p)
+        assert torch.isfinite(q).all()
+        torch.testing.assert_close(q.double(), ref, rtol=1e-4, atol=1e-6)
+    s = torch.relu(feats(2, 3, 4, 4, seed=8)).requires_grad_()
+    attention_transfer_loss(s, torch.relu(feats(2, 5, 4, 4, seed=9)), p=1).backward()
+    assert torch.isfinite(s.grad).all()  # exact zeros in ReLU features are fine for p >= 1
+    with pytest.raises(ValueError, match="p must be a finite number >= 1"):
+        attention_map(s, p=0.5)
+
+
+def test_losses_refuse_empty_batches():
+    empty = torch.zeros(0, 10)
+    for call in (lambda: kd_loss(empty, empty, 4.0),
+                 lambda: distillation_loss(empty, empty, torch.zeros(0, dtype=torch.long), 4.0, 0.5),
+                 lambda: dkd_loss(empty, empty, torch.zeros(0, dtype=torch.long), 4.0, 1.0, 8.0),
+                 lambda: hint_loss(empty, empty),
+                 lambda: similarity_preserving_loss(empty, empty)):
+        with pytest.raises(ValueError, match="empty"):
+            call()
+
+
+def test_hint_loss_names_batch_mismatch_and_bad_connectors():
+    with pytest.raises(ValueError, match="same batch size"):
+        hint_loss(torch.randn(4, 8), torch.randn(3, 8))
+    with pytest.raises(TypeError, match="connector must be a module"):
+        hint_loss(torch.randn(4, 8), torch.randn(4, 8), connector="conv")
+    with pytest.raises(ValueError, match=r"connector .* cannot take student_feat of shape \(4, 8\)"):
+        hint_loss(torch.randn(4, 8), torch.randn(4, 16), connector=nn.Linear(6, 16))

@@ -409,3 +409,21 @@ def test_no_warning_for_models_without_residuals():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         channel_prune(CNN(1, 10, widths=(4, 4)), 0.5, torch.randn(1, 1, 8, 8))
+
+
+def test_pruning_names_models_and_amounts_it_cannot_handle():
+    with pytest.raises(ValueError, match="LSTM.*no Linear or Conv"):
+        magnitude_prune(nn.LSTM(4, 4), 0.5)
+    with pytest.raises(ValueError, match="no Linear or Conv"):
+        sparsity(nn.LSTM(4, 4))
+    mlp = MLP(8, 4, 2)  # 32 + 8 = 40 prunable weights
+    with pytest.raises(ValueError, match="amount=0.99 would prune all 40"):
+        magnitude_prune(mlp, 0.99)
+    assert sparsity(mlp)["overall"] == 0.0  # refused before anything was pruned
+    with pytest.raises(ValueError, match="value_bytes must be a positive int"):
+        sparse_storage_bytes(torch.ones(3), value_bytes=-1)
+    cnn = CNN(1, 10, widths=(4, 8))
+    with pytest.raises(ValueError, match=r"example_input of shape \(2, 3, 8, 8\) does not fit the model"):
+        channel_prune(cnn, 0.5, torch.zeros(2, 3, 8, 8))
+    with pytest.raises(TypeError, match="example_input must be a tensor"):
+        channel_prune(cnn, 0.5, None)

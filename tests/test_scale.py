@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import kdlite
-from kdlite.scale import Scale
+from kdlite.scale import Scale, scale
 
 
 @pytest.mark.parametrize("name", ["smoke", "cpu", "gpu"])
@@ -41,3 +41,12 @@ def test_offline_stand_ins(monkeypatch):
     assert s.offline and s.mnist in kdlite.data.OFFLINE_DATASETS and s.images in kdlite.data.OFFLINE_DATASETS
     assert "offline" in str(s)
     assert s.epochs == kdlite.scale("gpu").epochs  # still gpu-sized training
+
+
+def test_scale_names_are_case_insensitive_and_errors_name_their_source(monkeypatch):
+    assert scale("SMOKE").name == "smoke"
+    with pytest.raises(ValueError, match="^name must be one of"):
+        scale("big")
+    monkeypatch.setenv("KDLITE_SCALE", "huge")
+    with pytest.raises(ValueError, match="^KDLITE_SCALE must be one of"):
+        scale()

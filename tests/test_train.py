@@ -142,3 +142,39 @@ def test_very_short_runs_train():
     for n in (64, 320):
         h = fit(MLP(64, [8], 10), DeviceLoader(ds, n), 1, progress=False)
         assert len(h) == 1 and math.isfinite(h.last["train_loss"])
+
+
+def test_fit_and_evaluate_explain_labels_the_model_cannot_output(digits):
+    train, test = digits
+    five = MLP(64, 8, 5)  # digits has 10 classes
+    with pytest.raises(ValueError, match=r"labels of the training data: .*\[0, 4\].*outputs 5 classes"):
+        fit(five, train, 1, progress=False)
+    with pytest.raises(ValueError, match="labels of the evaluation data.*outputs 5 classes"):
+        evaluate(five, test)
+    x, y = train.tensors
+    with pytest.raises(ValueError, match="labels of the training data: targets must be integer"):
+        fit(MLP(64, 8, 10), TensorDataset(x, y.float()), 1, progress=False)
+
+
+def test_fit_names_wrong_kinds_of_arguments(digits):
+    train, _ = digits
+    m = MLP(64, 8, 10)
+    with pytest.raises(TypeError, match=r"data must be .*got Tensor \(for tensors x, y pass TensorDataset"):
+        fit(m, train.tensors[0], 1)
+    with pytest.raises(TypeError, match="data must be .*got str"):
+        fit(m, "digits", 1)
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module; got function"):
+        fit(lambda x: x, train, 1)
+    with pytest.raises(ValueError, match="weight_decay must be a finite number >= 0; got -1"):
+        fit(m, train, 1, weight_decay=-1)
+    with pytest.raises(ValueError, match="lr must be a positive finite number; got '0.1'"):
+        fit(m, train, 1, lr="0.1")
+    with pytest.raises(ValueError, match="seed must be a non-negative int; got 'a'"):
+        seed_everything("a")
+
+
+def test_nan_loss_error_names_the_peak_learning_rate():
+    x = torch.randn(64, 4)
+    x[3, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match=r"peak 0\.02\b"):
+        fit(MLP(4, 4, 2), TensorDataset(x, torch.zeros(64, dtype=torch.long)), 1, lr=0.02, progress=False)
