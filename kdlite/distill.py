@@ -86,6 +86,7 @@ def distill(
         raise ValueError("distill builds its own step; pass extra terms through extra_losses, not step=")
     extra_losses = _check_extra_losses(extra_losses)
     extra_params = list(fit_kwargs.pop("extra_params", ()))
+    fit_kwargs.setdefault("desc", "distill")  # the progress bar's label
     device = training_device(fit_kwargs.get("device"), train)
 
     modes = {m: m.training for m in teacher.modules()}
