@@ -4,7 +4,6 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 JB     := $(VENV)/bin/jupyter-book
 STAMP  := $(VENV)/.kdlite-installed
-export MPLBACKEND ?= Agg
 
 .PHONY: setup book test unit notebooks book-smoke lint sync bench clean
 
