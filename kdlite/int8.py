@@ -14,8 +14,10 @@ Which path, and why. PyTorch 2.14 offers two ways to get int8 kernels on a CPU:
   on it without ``allow_exported_model_train_eval``), and its ``state_dict`` keeps the dead float32
   weights beside the int8 ones.
 
-On a 2-core Xeon both were about 4× faster than float32 at batch 64 for ``CNN(3, 10, widths=(64, 128,
-256))``, and the FX model was faster at batch 1, so ``to_int8`` takes the FX path. When
+When this module was written (torch 2.14.1 on a 2-core Xeon with AMX int8 instructions), both paths ran
+``CNN(3, 10, widths=(64, 128, 256))`` several times faster than float32 at batch 64, and the FX model was faster
+at batch 1, so ``to_int8`` takes the FX path. ``benchmarks/bench_quant.py`` measures the ratio on your CPU; it
+depends strongly on the CPU's int8 instructions (VNNI, AMX). When
 ``torch.ao.quantization`` is removed from PyTorch, this module is the one place to port to PT2E.
 """
 
