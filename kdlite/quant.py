@@ -70,23 +70,76 @@ def _check_axis(axis, x: torch.Tensor) -> int | None:
     return axis % x.ndim
 
 
+def _check_finite(x: torch.Tensor, name: str) -> None:
+    """Raise if ``x`` holds NaN or inf (one device sync: for one-off calls, not for every training step)."""
+    if not bool(torch.isfinite(x).all()):
+        nan, inf = int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
+        raise ValueError(f"{name} must be finite; got {nan} NaN and {inf} inf values (shape {tuple(x.shape)})")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _param_tensor(value, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``value`` as a tensor: a tensor is kept as it is; a number (or a list of them) becomes a CPU tensor."""
+    if not isinstance(value, torch.Tensor):
+        if value is None or isinstance(value, (bool, str, bytes)):
+            raise TypeError(f"{name} must be a number or a tensor; got {type(value).__name__} {_short(value)}")
+        try:
+            value = torch.as_tensor(value, dtype=dtype)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(
+                f"{name} must be a number or a tensor; got {type(value).__name__} {_short(value)}"
+            ) from None
+    if value.dtype == torch.bool or value.is_complex():
+        raise TypeError(f"{name} must hold real numbers; got a tensor of dtype {value.dtype}")
+    return value
+
+
+def _check_scale(scale: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """``scale`` checked to be finite and > 0, then cast to ``dtype`` (None: kept) and checked again there."""
+    if not bool(torch.isfinite(scale).all() and (scale > 0).all()):
+        raise ValueError(f"scale must be finite and > 0; got {scale.detach().cpu().flatten()[:8].tolist()}")
+    if dtype is None or dtype == scale.dtype:
+        return scale
+    cast = scale.to(dtype)
+    if not bool(torch.isfinite(cast).all() and (cast > 0).all()):
+        info, what = torch.finfo(dtype), "underflows to 0" if bool((cast == 0).any()) else "overflows to inf"
+        raise ValueError(
+            f"scale {scale.flatten()[:8].tolist()} {what} in {dtype}, the dtype it is used in (x's dtype; the "
+            f"default dtype for integer q); use a scale in [{info.tiny * info.eps:.3g}, {info.max:.3g}] or a "
+            f"wider floating dtype"
+        )
+    return cast
+
+
 def _params(
     x: torch.Tensor, scale, zero_point, axis: int | None, bits: int | None = None, symmetric: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Check (scale, zero_point) and shape them to broadcast against ``x`` (per channel along ``axis``)."""
-    dtype = x.dtype if x.is_floating_point() and not isinstance(scale, torch.Tensor) else None
-    scale = torch.as_tensor(scale, dtype=dtype, device=x.device)
-    scale = scale if scale.is_floating_point() else scale.float()
-    zero_point = torch.as_tensor(zero_point, device=x.device)
-    if not bool(torch.isfinite(scale).all() and (scale > 0).all()):
-        raise ValueError(f"scale must be finite and > 0; got {scale.detach().cpu().flatten()[:8].tolist()}")
+    """Check (scale, zero_point) and shape them to broadcast against ``x`` (per channel along ``axis``).
+
+    A scale given as a number is used in ``x``'s floating dtype (the default dtype for integer ``x``); a scale
+    given as a tensor keeps its own floating dtype.
+    """
+    if isinstance(scale, torch.Tensor):
+        scale = _param_tensor(scale, "scale")
+        scale = _check_scale(scale if scale.is_floating_point() else scale.float(), None)
+    else:  # checked in float64 on the CPU, then in the dtype it is used in
+        dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
+        scale = _check_scale(_param_tensor(scale, "scale", torch.float64), dtype)
+    scale = scale.to(x.device)
+    zero_point = _param_tensor(zero_point, "zero_point").to(x.device)
     channels = 1 if axis is None else x.shape[axis]
     for name, t in (("scale", scale), ("zero_point", zero_point)):
         if t.numel() not in (1, channels):
-            raise ValueError(
-                f"{name} has {t.numel()} elements; expected 1 or {channels} "
-                f"(x of shape {tuple(x.shape)}, axis={axis})"
+            expected = (
+                "1 for a per-tensor call (axis=None; pass axis= for one per channel)"
+                if axis is None
+                else f"1 or {channels} (x of shape {tuple(x.shape)}, axis={axis})"
             )
+            raise ValueError(f"{name} has {t.numel()} elements; expected {expected}")
     if not bool((zero_point == torch.round(zero_point)).all()):
         raise ValueError(f"zero_point must be integer-valued; got {zero_point.flatten()[:8].tolist()}")
     if bits is not None:
@@ -96,10 +149,17 @@ def _params(
                 f"zero_point must lie in [{qmin}, {qmax}] for bits={bits}, symmetric={symmetric}; "
                 f"got {zero_point.flatten()[:8].tolist()}"
             )
-    if axis is not None:
-        shape = [-1 if d == axis else 1 for d in range(x.ndim)]
-        scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)
-    return scale, zero_point
+    return _per_channel(x, scale, zero_point, axis)
+
+
+def _per_channel(
+    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, zero_point) reshaped to broadcast along ``axis`` of ``x`` (unchanged when ``axis`` is None)."""
+    if axis is None:
+        return scale, zero_point
+    shape = [-1 if d == axis else 1 for d in range(x.ndim)]
+    return scale.reshape(shape), zero_point.reshape(shape)
 
 
 # --- the arithmetic
@@ -203,25 +263,43 @@ def qparams(
     _check_method(method, percentile)
     if x.numel() == 0:
         raise ValueError(f"x must not be empty; got shape {tuple(x.shape)}")
+    _check_finite(x, "x")
+    return _qparams(x, bits, symmetric, axis, method, percentile)
+
+
+def _qparams(
+    x: torch.Tensor, bits: int, symmetric: bool, axis: int | None, method: str = "minmax", percentile: float = 100
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`qparams` without the argument checks (no device sync): for the QAT weights at every step."""
     lo, hi = _RANGES[method](_rows(x.detach(), axis), bits, symmetric, percentile)
     scale, zero_point = _scale_zero(lo, hi, bits, symmetric)
     return (scale[0], zero_point[0]) if axis is None else (scale, zero_point)
 
 
 def quantize(
-    x: torch.Tensor, scale, zero_point, bits: int = 8, symmetric: bool = False, axis: int | None = None
+    x: torch.Tensor,
+    scale: float | torch.Tensor,
+    zero_point: int | torch.Tensor,
+    bits: int = 8,
+    symmetric: bool = False,
+    axis: int | None = None,
 ) -> torch.Tensor:
-    """q = clamp(round(x / s) + z, q_min, q_max) as an int32 tensor (``torch.round``: halves to even)."""
+    """q = clamp(round(x / s) + z, q_min, q_max) as an int32 tensor (``torch.round``: halves to even).
+
+    ``x`` must be finite: an integer code has no NaN, so NaN or inf in ``x`` raises a ValueError."""
     _check_float(x, "x")
     _check_bits(bits)
     axis = _check_axis(axis, x)
     scale, zero_point = _params(x, scale, zero_point, axis, bits, symmetric)
+    _check_finite(x, "x")
     qmin, qmax = qrange(bits, symmetric)
     q = torch.round(x.detach() / scale) + zero_point
     return q.clamp(qmin, qmax).to(torch.int32)
 
 
-def dequantize(q: torch.Tensor, scale, zero_point, axis: int | None = None) -> torch.Tensor:
+def dequantize(
+    q: torch.Tensor, scale: float | torch.Tensor, zero_point: int | torch.Tensor, axis: int | None = None
+) -> torch.Tensor:
     """x̂ = s · (q − z), in the scale's floating dtype."""
     if not isinstance(q, torch.Tensor):
         raise TypeError(f"q must be a torch.Tensor; got {type(q).__name__}")
@@ -231,33 +309,40 @@ def dequantize(q: torch.Tensor, scale, zero_point, axis: int | None = None) -> t
 
 
 class _StraightThrough(torch.autograd.Function):
-    """Forward: dequantize(quantize(x)). Backward: the straight-through estimator, ∂x̂/∂x = 1 on
-    [s(q_min − z), s(q_max − z)] and 0 outside it (the clamp's gradient; rounding counts as the identity)."""
+    """Forward: dequantize(quantize(x)), computed in float so that NaN stays NaN. Backward: the straight-through
+    estimator, ∂x̂/∂x = 1 on [s(q_min − z), s(q_max − z)] and 0 outside it (the clamp's gradient; rounding
+    counts as the identity). ``scale`` and ``zero_point`` come already checked and shaped by ``_params``."""
 
     @staticmethod
-    def forward(ctx, x, scale, zero_point, bits, symmetric, axis):
-        qmin, qmax = qrange(bits, symmetric)
-        s, z = _params(x, scale, zero_point, axis)
-        ctx.save_for_backward((x >= s * (qmin - z)) & (x <= s * (qmax - z)))
-        return dequantize(quantize(x, scale, zero_point, bits, symmetric, axis), scale, zero_point, axis).to(
-            x.dtype
-        )
+    def forward(ctx, x, scale, zero_point, qmin, qmax):
+        ctx.save_for_backward((x >= scale * (qmin - zero_point)) & (x <= scale * (qmax - zero_point)))
+        q = torch.clamp(torch.round(x / scale) + zero_point, qmin, qmax)  # clamp keeps NaN
+        return ((q.to(scale.dtype) - zero_point.to(scale.dtype)) * scale).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad):
         (inside,) = ctx.saved_tensors
-        return grad * inside, None, None, None, None, None
+        return grad * inside, None, None, None, None
 
 
 def fake_quantize(
-    x: torch.Tensor, scale, zero_point, bits: int = 8, symmetric: bool = False, axis: int | None = None
+    x: torch.Tensor,
+    scale: float | torch.Tensor,
+    zero_point: int | torch.Tensor,
+    bits: int = 8,
+    symmetric: bool = False,
+    axis: int | None = None,
 ) -> torch.Tensor:
     """x̂ = s · (clamp(round(x / s) + z, q_min, q_max) − z) in float, differentiable by the straight-through
-    estimator: the gradient passes unchanged where s(q_min − z) ≤ x ≤ s(q_max − z) and is zero elsewhere."""
+    estimator: the gradient passes unchanged where s(q_min − z) ≤ x ≤ s(q_max − z) and is zero elsewhere.
+
+    NaN in ``x`` stays NaN and ±inf saturates, without a check: this runs at every QAT step, where a NaN loss
+    is what ``kdlite.fit`` detects."""
     _check_float(x, "x")
     _check_bits(bits)
     axis = _check_axis(axis, x)
-    return _StraightThrough.apply(x, scale, zero_point, bits, symmetric, axis)
+    scale, zero_point = _params(x, scale, zero_point, axis, bits, symmetric)
+    return _StraightThrough.apply(x, scale, zero_point, *qrange(bits, symmetric))
 
 
 # --- BatchNorm folding
@@ -360,7 +445,7 @@ class ActQuant(nn.Module):
 def _fake_quant_weight(w: torch.Tensor, bits: int, per_channel: bool) -> torch.Tensor:
     """Symmetric min/max fake quantization of a weight, per output channel (axis 0) or per tensor."""
     axis = 0 if per_channel else None
-    scale, zero_point = qparams(w, bits, symmetric=True, axis=axis)
+    scale, zero_point = _qparams(w, bits, True, axis)  # no NaN check: no device sync at every step
     return fake_quantize(w, scale, zero_point, bits, symmetric=True, axis=axis)
 
 
@@ -527,6 +612,7 @@ def kmeans_quantize(weight: torch.Tensor, bits: int, iters: int = 50) -> tuple[t
         raise ValueError("weight must not be empty")
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
         raise ValueError(f"iters must be a positive int; got {iters!r}")
+    _check_finite(weight, "weight")
     w = weight.detach().reshape(-1).double()
     centroids = torch.linspace(w.min().item(), w.max().item(), 2**bits, dtype=torch.float64, device=w.device)
     labels = None
@@ -561,8 +647,9 @@ def share_weights(model: nn.Module, bits: int, iters: int = 50) -> nn.Module:
     ``torch.nn.utils.parametrize.remove_parametrizations(layer, "weight")`` bakes them in."""
     _check_bits(bits)
     model = copy.deepcopy(model)
-    for m in model.modules():
+    for name, m in model.named_modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
+            _check_finite(m.weight, f"the weight of layer {name!r}")
             centroids, labels = kmeans_quantize(m.weight, bits, iters)
             parametrize.register_parametrization(m, "weight", SharedWeight(centroids, labels), unsafe=True)
             m.parametrizations.weight.original.requires_grad_(False)

@@ -444,3 +444,60 @@ def test_other_bad_arguments():
         Q.to_int8(CNN(1, 10, widths=(4, 8)), [])
     with pytest.raises(ValueError, match="num_batches must be a positive int"):
         Q.quantize_ptq(CNN(1, 10, widths=(4, 8)), torch.randn(2, 1, 8, 8), num_batches=0)
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("bad,counts", [(NAN, "1 NaN and 0 inf"), (INF, "0 NaN and 1 inf"), (-INF, "0 NaN and 1 inf")])
+def test_one_off_calls_reject_nan_and_inf(bad, counts):
+    x = torch.tensor([1.0, bad, 2.0])
+    calls = [lambda: Q.quantize(x, 0.1, 0), lambda: Q.kmeans_quantize(x, 2)]
+    calls += [lambda m=m: Q.qparams(x, method=m) for m in ("minmax", "percentile", "histogram")]
+    for call in calls:
+        with pytest.raises(ValueError, match=rf"(x|weight) must be finite; got {counts} values"):
+            call()
+    model = MLP(4, 3, 2)
+    with torch.no_grad():
+        model.net[1].weight[0, 0] = bad
+    with pytest.raises(ValueError, match=rf"weight of layer 'net.1' must be finite; got {counts}"):
+        Q.share_weights(model, 2)
+
+
+def test_fake_quantize_keeps_nan_as_nan_and_saturates_inf():
+    x = torch.tensor([1.0, NAN, 2.04, INF, -INF], requires_grad=True)
+    y = Q.fake_quantize(x, 0.1, 0, bits=8)  # unsigned: the codes 0..255 cover [0, 25.5]
+    torch.testing.assert_close(y, torch.tensor([1.0, NAN, 2.0, 25.5, 0.0]), equal_nan=True)
+    y.backward(torch.ones(5))
+    assert x.grad.tolist() == [1.0, 0.0, 1.0, 0.0, 0.0]  # outside the representable range: no gradient
+
+
+@pytest.mark.parametrize("value", ["0.1", None, True, object(), torch.tensor(True)])
+def test_scale_and_zero_point_of_the_wrong_type(value):
+    x, q = torch.randn(3), torch.zeros(3, dtype=torch.int32)
+    for name, call in (
+        ("scale", lambda: Q.quantize(x, value, 0)),
+        ("scale", lambda: Q.fake_quantize(x, value, 0)),
+        ("scale", lambda: Q.dequantize(q, value, 0)),
+        ("zero_point", lambda: Q.quantize(x, 0.1, value)),
+        ("zero_point", lambda: Q.dequantize(q, 0.1, value)),
+    ):
+        with pytest.raises(TypeError, match=rf"{name} must (be a number or a tensor|hold real numbers); got"):
+            call()
+
+
+def test_scale_counts_and_underflow_messages():
+    x = torch.randn(3, 4)
+    with pytest.raises(ValueError, match=r"scale has 5 elements; expected 1 for a per-tensor call \(axis=None"):
+        Q.quantize(x, torch.full((5,), 0.1), 0)
+    with pytest.raises(ValueError, match=r"zero_point has 2 elements; expected 1 or 3"):
+        Q.fake_quantize(x, 0.1, torch.zeros(2), axis=0)
+    half = x.half()
+    with pytest.raises(ValueError, match=r"scale \[1e-08\] underflows to 0 in torch.float16"):
+        Q.quantize(half, 1e-8, 0)
+    with pytest.raises(ValueError, match=r"scale \[1e\+300\] overflows to inf in torch.float32"):
+        Q.fake_quantize(x, 1e300, 0)
+    # a python scale is used in x's dtype, a tensor scale in its own dtype: 1e-8 is fine in float32
+    expected = [min(max(round(v / 1e-8), 0), 255) for v in x.flatten().tolist()]
+    assert Q.quantize(x, 1e-8, 0).flatten().tolist() == expected
+    assert Q.quantize(half, torch.tensor(0.5), 0).dtype == torch.int32
