@@ -345,6 +345,15 @@ def fake_quantize(
     return _StraightThrough.apply(x, scale, zero_point, *qrange(bits, symmetric))
 
 
+def _fake_quantize(
+    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bits: int, symmetric: bool, axis: int | None
+) -> torch.Tensor:
+    """:func:`fake_quantize` of a (scale, zero_point) made by ``_scale_zero``, without the argument checks and
+    their device syncs: the QAT layers call it at every training step."""
+    scale, zero_point = _per_channel(x, scale, zero_point, axis)
+    return _StraightThrough.apply(x, scale, zero_point, *qrange(bits, symmetric))
+
+
 # --- BatchNorm folding
 @torch.no_grad()
 def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -410,11 +419,14 @@ class ActQuant(nn.Module):
     def __init__(self, bits: int = 8, momentum: float = 0.01):
         super().__init__()
         _check_bits(bits)
+        if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0 < momentum <= 1:
+            raise ValueError(f"momentum must be a number in (0, 1]; got {momentum!r}")
         self.bits, self.momentum, self.observing = bits, momentum, False
         self.register_buffer("lo", torch.tensor(float("inf")))
         self.register_buffer("hi", torch.tensor(float("-inf")))
 
     def reset(self) -> None:
+        """Forget the observed range: the next batch (training) or calibration starts it afresh."""
         self.lo.fill_(float("inf")), self.hi.fill_(float("-inf"))
 
     @torch.no_grad()
@@ -432,11 +444,18 @@ class ActQuant(nn.Module):
             self._observe(x)
         if self.observing:
             return x
-        if bool(torch.isinf(self.lo)):
-            raise RuntimeError(
-                "ActQuant has no range yet: run calibrate(model, data) or train the model first"
-            )
-        return fake_quantize(x, *_scale_zero(self.lo, self.hi, self.bits, False), self.bits)
+        if not bool(torch.isfinite(self.lo) & torch.isfinite(self.hi)):  # the one device sync of a step
+            raise self._range_error()
+        return _fake_quantize(x, *_scale_zero(self.lo, self.hi, self.bits, False), self.bits, False, None)
+
+    def _range_error(self) -> Exception:
+        lo, hi = self.lo.item(), self.hi.item()
+        if lo == float("inf") and hi == float("-inf"):
+            return RuntimeError("ActQuant has no range yet: run calibrate(model, data) or train the model first")
+        return ValueError(
+            f"ActQuant's range [lo, hi] = [{lo}, {hi}] is not finite: the inputs it observed (in training or "
+            f"calibration) contained NaN or inf; call reset() and observe finite inputs"
+        )
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, lo={self.lo.item():.4g}, hi={self.hi.item():.4g}"
@@ -445,8 +464,8 @@ class ActQuant(nn.Module):
 def _fake_quant_weight(w: torch.Tensor, bits: int, per_channel: bool) -> torch.Tensor:
     """Symmetric min/max fake quantization of a weight, per output channel (axis 0) or per tensor."""
     axis = 0 if per_channel else None
-    scale, zero_point = _qparams(w, bits, True, axis)  # no NaN check: no device sync at every step
-    return fake_quantize(w, scale, zero_point, bits, symmetric=True, axis=axis)
+    scale, zero_point = _qparams(w, bits, True, axis)  # no checks: no device sync at every step
+    return _fake_quantize(w, scale, zero_point, bits, True, axis)
 
 
 def _add_quantizers(layer: nn.Module, bits: int, act_bits: int | None, per_channel: bool) -> None:
@@ -470,6 +489,8 @@ class QuantConv2d(nn.Conv2d):
 
     @classmethod
     def from_float(cls, conv: nn.Conv2d, **kwargs) -> QuantConv2d:
+        """A QuantConv2d with ``conv``'s hyperparameters, weights, device, dtype and mode; ``kwargs``: ``bits``,
+        ``act_bits``, ``per_channel``."""
         q = cls(
             conv.in_channels,
             conv.out_channels,
@@ -500,6 +521,8 @@ class QuantLinear(nn.Linear):
 
     @classmethod
     def from_float(cls, linear: nn.Linear, **kwargs) -> QuantLinear:
+        """A QuantLinear with ``linear``'s sizes, weights, device, dtype and mode; ``kwargs``: ``bits``,
+        ``act_bits``, ``per_channel``."""
         q = cls(
             linear.in_features,
             linear.out_features,

@@ -501,3 +501,14 @@ def test_scale_counts_and_underflow_messages():
     expected = [min(max(round(v / 1e-8), 0), 255) for v in x.flatten().tolist()]
     assert Q.quantize(x, 1e-8, 0).flatten().tolist() == expected
     assert Q.quantize(half, torch.tensor(0.5), 0).dtype == torch.int32
+
+
+def test_act_quant_momentum_and_non_finite_ranges():
+    for momentum in (0, 2, -0.1, True, "0.1"):
+        with pytest.raises(ValueError, match=rf"momentum must be a number in \(0, 1\]; got {momentum!r}"):
+            Q.ActQuant(8, momentum=momentum)
+    act = Q.ActQuant(8, momentum=1).train()
+    with pytest.raises(ValueError, match=r"ActQuant's range \[lo, hi\] = \[nan, nan\] is not finite"):
+        act(torch.tensor([1.0, NAN]))
+    act.reset()
+    assert torch.equal(act(torch.tensor([0.0, 2.55])), torch.tensor([0.0, 2.55]))  # momentum 1: the last batch
