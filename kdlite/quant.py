@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .int8 import _inputs, to_int8
+from .int8 import CalibrationData, _inputs, to_int8
 
 __all__ = [
     "ActQuant",
@@ -560,18 +560,30 @@ def prepare_qat(
     return model
 
 
-@torch.no_grad()
 def calibrate(
-    model: nn.Module, data, num_batches: int = 8, method: str = "minmax", percentile: float = 99.99
+    model: nn.Module,
+    data: CalibrationData,
+    num_batches: int = 8,
+    method: str = "minmax",
+    percentile: float = 99.99,
 ) -> nn.Module:
     """Set the range [lo, hi] of every :class:`ActQuant` in ``model`` from its float inputs over the first
     ``num_batches`` batches of ``data`` (a tensor, a TensorDataset or an iterable of batches). In place.
 
     ``method`` as in :func:`qparams`: "minmax" (the running min and max), "percentile" (clip the rarest
     ``100 - percentile`` % at each end) or "histogram" (the clip with the least quantization MSE). The last two
-    keep every observed input in memory until the ranges are set.
+    keep every observed input in memory until the ranges are set. NaN or inf in ``data``, or in the activations
+    it produces, raises a ValueError.
     """
+    return _calibrate(model, data, num_batches, method, percentile, "data")
+
+
+@torch.no_grad()
+def _calibrate(model: nn.Module, data, num_batches: int, method: str, percentile: float, name: str) -> nn.Module:
+    """:func:`calibrate`, with ``name`` the argument ``data`` came in as (for the messages)."""
     _check_method(method, percentile)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
     quants = [m for m in model.modules() if isinstance(m, ActQuant)]
     if not quants:
         raise ValueError("model has no ActQuant layers to calibrate; expected a model from prepare_qat")
@@ -586,7 +598,7 @@ def calibrate(
         q.reset()
         q.observing = True
     try:
-        for x in _inputs(data, num_batches, device):
+        for x in _inputs(data, num_batches, device, name):
             model(x)
     finally:
         for q in quants:
@@ -594,17 +606,30 @@ def calibrate(
         for h in hooks:
             h.remove()
         model.train(was_training)
+    _check_ranges(model)
     if method != "minmax":
-        with torch.no_grad():
-            for q in quants:
+        for q in quants:
+            if seen[q]:  # an ActQuant that the forward pass skips keeps no range
                 lo, hi = _RANGES[method](torch.cat(seen[q])[None].float(), q.bits, False, percentile)
                 q.lo.fill_(lo.item()), q.hi.fill_(hi.item())
     return model
 
 
+def _check_ranges(model: nn.Module) -> None:
+    """Raise if calibration gave an ActQuant a NaN or infinite range (its inputs held NaN or inf)."""
+    for name, q in model.named_modules():
+        if isinstance(q, ActQuant) and not (q.lo.item() == float("inf") and q.hi.item() == float("-inf")):
+            if not bool(torch.isfinite(q.lo) & torch.isfinite(q.hi)):
+                raise ValueError(
+                    f"calibration gave the ActQuant {name!r} the range [{q.lo.item()}, {q.hi.item()}]: the "
+                    f"activations there contain NaN or inf although the calibration inputs are finite; check "
+                    f"the model's weights"
+                )
+
+
 def quantize_ptq(
     model: nn.Module,
-    calibration_data,
+    calibration_data: CalibrationData,
     bits: int = 8,
     act_bits: int | None = None,
     per_channel: bool = True,
@@ -616,7 +641,7 @@ def quantize_ptq(
     ``num_batches`` batches with ``method`` and ``percentile``; returned in eval mode, no training."""
     _check_method(method, percentile)
     model = prepare_qat(model, bits, act_bits, per_channel)
-    return calibrate(model, calibration_data, num_batches, method, percentile).eval()
+    return _calibrate(model, calibration_data, num_batches, method, percentile, "calibration_data").eval()
 
 
 # --- k-means sharing

@@ -440,7 +440,7 @@ def test_other_bad_arguments():
         Q.fold_batchnorm(nn.Linear(2, 2), nn.BatchNorm2d(2))
     with pytest.raises(ValueError, match="num_features=3"):
         Q.fold_batchnorm(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(3))
-    with pytest.raises(ValueError, match="calibration data is empty"):
+    with pytest.raises(ValueError, match=r"calibration_data \(the calibration data\) is empty"):
         Q.to_int8(CNN(1, 10, widths=(4, 8)), [])
     with pytest.raises(ValueError, match="num_batches must be a positive int"):
         Q.quantize_ptq(CNN(1, 10, widths=(4, 8)), torch.randn(2, 1, 8, 8), num_batches=0)
@@ -512,3 +512,75 @@ def test_act_quant_momentum_and_non_finite_ranges():
         act(torch.tensor([1.0, NAN]))
     act.reset()
     assert torch.equal(act(torch.tensor([0.0, 2.55])), torch.tensor([0.0, 2.55]))  # momentum 1: the last batch
+
+
+NAN_BATCH, INF_BATCHES = torch.full((2, 1, 8, 8), NAN), [torch.rand(2, 1, 8, 8), torch.full((2, 1, 8, 8), -INF)]
+
+
+@pytest.mark.parametrize("data", [NAN_BATCH, INF_BATCHES])
+def test_calibration_rejects_nan_and_inf_inputs(data):
+    batch = 0 if isinstance(data, torch.Tensor) else 1
+    for name, call in (
+        ("data", lambda: Q.calibrate(Q.prepare_qat(CNN(1, 10, widths=(4, 8))), data)),
+        ("calibration_data", lambda: Q.quantize_ptq(CNN(1, 10, widths=(4, 8)), data)),
+        ("calibration_data", lambda: Q.to_int8(CNN(1, 10, widths=(4, 8)), data)),
+    ):
+        with pytest.raises(ValueError, match=rf"^{name} batch {batch}: calibration inputs must be finite; got \d+ NaN"):
+            call()
+
+
+def test_calibration_rejects_empty_batches_and_non_tensors():
+    model = CNN(1, 10, widths=(4, 8))
+    with pytest.raises(ValueError, match=r"calibration_data batch 0: calibration inputs must not be empty; got shape"):
+        Q.to_int8(model, torch.zeros(0, 1, 8, 8))
+    with pytest.raises(ValueError, match=r"^data batch 1: calibration inputs must not be empty"):
+        Q.calibrate(Q.prepare_qat(model), [torch.rand(2, 1, 8, 8), torch.zeros(0, 1, 8, 8)])
+    with pytest.raises(ValueError, match=r"^data \(the calibration data\) is empty: expected at least one batch"):
+        Q.calibrate(Q.prepare_qat(model), torch.utils.data.TensorDataset(torch.zeros(0, 1, 8, 8)))
+    with pytest.raises(TypeError, match=r"calibration_data batch 0: calibration inputs must be tensors.*got list"):
+        Q.to_int8(model, [([1.0, 2.0], 0)])
+    with pytest.raises(TypeError, match=r"calibration_data \(the calibration data\) must be a tensor"):
+        Q.to_int8(model, 3.0)
+    with pytest.raises(TypeError, match=r"model must be an nn.Module; got str"):
+        Q.calibrate("model", torch.rand(2, 1, 8, 8))
+
+
+def test_calibration_names_the_act_quant_whose_activations_are_not_finite():
+    model = Q.prepare_qat(MLP(4, 3, 2))
+    with torch.no_grad():
+        model.net[1].weight[0, 0] = INF  # finite inputs, but the next layer's inputs are not
+    with pytest.raises(ValueError, match=r"ActQuant 'net.3.act' the range \[.*\]: the activations there contain NaN"):
+        Q.calibrate(model, torch.randn(8, 4))
+
+
+def test_calibrate_skips_an_act_quant_the_forward_does_not_use():
+    class Unused(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.unused = nn.Linear(4, 2), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.used(x)
+
+    x = torch.randn(8, 4)
+    model = Q.calibrate(Q.prepare_qat(Unused()), x, method="percentile", percentile=100)
+    assert (model.used.act.lo.item(), model.used.act.hi.item()) == (x.min().item(), x.max().item())
+    assert model.unused.act.lo.item() == INF
+
+
+class Branching(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(x) if x.sum() > 0 else -self.fc(x)
+
+
+@pytest.mark.parametrize("model,x", [(Branching(), torch.rand(2, 4)), (nn.LSTM(4, 3), torch.rand(2, 5, 4))])
+def test_to_int8_on_a_model_fx_cannot_trace(model, x):
+    name = type(model).__name__
+    expected = rf"to_int8 cannot trace {name} with torch.fx \(TraceError: .*\)\. It supports"
+    with pytest.raises(ValueError, match=expected) as e:
+        Q.to_int8(model, x)
+    assert "MLP, CNN and ResNet" in str(e.value) and e.value.__suppress_context__
