@@ -25,15 +25,21 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+CalibrationData = torch.Tensor | TensorDataset | Iterable[torch.Tensor | Sequence[torch.Tensor]]
+"""What calibration takes: one batch, a ``TensorDataset``, or an iterable of batches (tensors or ``(x, y)``)."""
 
-def _inputs(data, num_batches: int, device: torch.device) -> Iterator[torch.Tensor]:
-    """The first ``num_batches`` input tensors of ``data``, on ``device``.
+
+def _inputs(
+    data: CalibrationData, num_batches: int, device: torch.device, name: str = "calibration_data"
+) -> Iterator[torch.Tensor]:
+    """The first ``num_batches`` input tensors of ``data``, on ``device``, each checked to be a non-empty,
+    finite floating-point tensor (``name``: the argument that ``data`` came in as, for the messages).
 
     ``data`` is a tensor (one batch), a ``TensorDataset`` (batches of 256, in order) or any iterable of
     batches, each a tensor or an ``(x, y, ...)`` tuple whose first element is the input.
@@ -47,7 +53,7 @@ def _inputs(data, num_batches: int, device: torch.device) -> Iterator[torch.Tens
         data = [x[i : i + 256] for i in range(0, len(x), 256)]
     elif not isinstance(data, Iterable):
         raise TypeError(
-            f"calibration data must be a tensor, a TensorDataset or an iterable of batches; got "
+            f"{name} (the calibration data) must be a tensor, a TensorDataset or an iterable of batches; got "
             f"{type(data).__name__}"
         )
     n = 0
@@ -55,16 +61,38 @@ def _inputs(data, num_batches: int, device: torch.device) -> Iterator[torch.Tens
         if n == num_batches:
             return
         x = batch if isinstance(batch, torch.Tensor) else batch[0]
-        if not x.is_floating_point():
-            raise ValueError(f"calibration inputs must be floating-point tensors; got dtype {x.dtype}")
+        _check_batch(x, f"{name} batch {n}")
         yield x.to(device)
         n += 1
     if n == 0:
-        raise ValueError("calibration data is empty: expected at least one batch")
+        raise ValueError(f"{name} (the calibration data) is empty: expected at least one batch")
+
+
+def _check_batch(x, where: str) -> None:
+    """A calibration input must be a non-empty, finite floating-point tensor."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{where}: calibration inputs must be tensors (or (x, y) tuples); got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"{where}: calibration inputs must be floating-point tensors; got dtype {x.dtype}")
+    if x.numel() == 0:
+        raise ValueError(f"{where}: calibration inputs must not be empty; got shape {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        nan, inf = int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
+        raise ValueError(f"{where}: calibration inputs must be finite; got {nan} NaN and {inf} inf values")
+
+
+def _untraceable(model: nn.Module, error: Exception) -> ValueError:
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return ValueError(
+        f"to_int8 cannot trace {type(model).__name__} with torch.fx ({type(error).__name__}: {reason[:200]}). It "
+        f"supports models whose forward is a fixed graph of layers, such as the book's MLP, CNN and ResNet "
+        f"(plain Conv/Linear/BatchNorm/ReLU graphs), not forwards that branch or loop on their input as "
+        f"nn.LSTM's does"
+    )
 
 
 @torch.no_grad()
-def to_int8(model: nn.Module, calibration_data, num_batches: int = 8) -> nn.Module:
+def to_int8(model: nn.Module, calibration_data: CalibrationData, num_batches: int = 8) -> nn.Module:
     """A copy of ``model`` that runs real int8 kernels on the CPU (static quantization, FX graph mode).
 
     Weights: int8, symmetric, per output channel. Activations: uint8, per tensor, their ranges set by a
@@ -77,6 +105,10 @@ def to_int8(model: nn.Module, calibration_data, num_batches: int = 8) -> nn.Modu
     ``kdlite.evaluate(int8_model, test, device="cpu")`` (pass ``device``: the int8 model has no float
     parameters to take a device from). The deprecation warnings of ``torch.ao.quantization`` are silenced
     here; see the module docstring for why this path is used.
+
+    The model must be traceable by ``torch.fx``: a fixed graph of modules and tensor operations, as the book's
+    MLP, CNN and ResNet are (Conv/Linear/BatchNorm/ReLU). A model whose forward branches or loops on its input
+    (``nn.LSTM``'s does) raises a ValueError.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
@@ -91,7 +123,10 @@ def to_int8(model: nn.Module, calibration_data, num_batches: int = 8) -> nn.Modu
 
         float_model = copy.deepcopy(model).to(cpu).eval()
         mapping = get_default_qconfig_mapping(torch.backends.quantized.engine)
-        observed = prepare_fx(float_model, mapping, example_inputs=(inputs[0],))
+        try:
+            observed = prepare_fx(float_model, mapping, example_inputs=(inputs[0],))
+        except (torch.fx.proxy.TraceError, TypeError, RuntimeError) as e:
+            raise _untraceable(model, e) from None
         for x in inputs:
             observed(x)
         return convert_fx(observed)

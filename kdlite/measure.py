@@ -10,15 +10,37 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+_QUANTIZED = ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")  # static and dynamic, fused or not
+
+
+def _is_quantized(module: nn.Module) -> bool:
+    """A torch.ao quantized module (``to_int8``'s Linear, ConvReLU2d, ...): its kernels are not plain float ops."""
+    return type(module).__module__.startswith(_QUANTIZED)
+
+
+def _packed_weights(module: nn.Module) -> list[torch.Tensor]:
+    """The weight and bias of a quantized Linear/Conv, which keeps them packed: ``weight()`` and ``bias()`` are
+    methods there, not parameters."""
+    if not _is_quantized(module) or not callable(getattr(module, "weight", None)):
+        return []
+    tensors = [module.weight()]
+    bias = module.bias() if callable(getattr(module, "bias", None)) else None
+    return tensors if bias is None else [*tensors, bias]
+
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters (each shared tensor counted once)."""
+    """Number of parameters (each shared tensor counted once), including the packed weights and biases of
+    quantized modules (e.g. from ``quant.to_int8``); those are not trainable, so ``trainable_only`` skips them."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
     seen, total = set(), 0
     for p in model.parameters():
         if id(p) in seen or (trainable_only and not p.requires_grad):
             continue
         seen.add(id(p))
         total += p.numel()
+    if not trainable_only:
+        total += sum(t.numel() for m in model.modules() for t in _packed_weights(m))  # modules() yields each once
     return total
 
 
@@ -53,12 +75,40 @@ def model_size_bytes(model: nn.Module) -> int:
     return size
 
 
+def _check_model_input(model, example_input) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
+    if not isinstance(example_input, torch.Tensor):
+        raise TypeError(
+            f"example_input must be a torch.Tensor (one batch, passed as model(example_input)); got "
+            f"{type(example_input).__name__}"
+        )
+
+
+def _check_int(value, name: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}")
+
+
 @torch.no_grad()
 def count_flops(model: nn.Module, example_input: torch.Tensor) -> int:
     """FLOPs of one forward pass on ``example_input``, as ``torch.utils.flop_counter`` counts them: 2 per
-    multiply-add of matrix multiplications and convolutions (element-wise work is not counted)."""
+    multiply-add of matrix multiplications and convolutions (element-wise work is not counted).
+
+    Quantized models (``quant.to_int8``) raise a ValueError: the flop counter does not see their int8 kernels
+    and would report 0. Count the float model instead: int8 does the same multiply-adds.
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
+    _check_model_input(model, example_input)
+    quantized = next((name for name, m in model.named_modules() if _is_quantized(m)), None)
+    if quantized is not None:
+        kind = type(model.get_submodule(quantized)).__name__
+        raise ValueError(
+            f"count_flops cannot count {type(model).__name__}: it has quantized modules (e.g. {quantized!r}, a "
+            f"quantized {kind}) whose int8 kernels torch's FlopCounterMode does not see, so it would report 0; "
+            f"count the float model instead (int8 does the same multiply-adds)"
+        )
     was_training = model.training
     model.eval()
     try:
@@ -67,6 +117,14 @@ def count_flops(model: nn.Module, example_input: torch.Tensor) -> int:
     finally:
         model.train(was_training)
     return int(counter.get_total_flops())
+
+
+def _check_timing(model, example_input, warmup, repeats, threads) -> None:
+    _check_model_input(model, example_input)
+    _check_int(warmup, "warmup", 0)
+    _check_int(repeats, "repeats", 1)
+    if threads is not None:
+        _check_int(threads, "threads", 1)
 
 
 @torch.no_grad()
@@ -82,8 +140,7 @@ def latency(
     The model runs in eval mode without autograd; on CUDA each pass is synchronised. ``threads`` sets
     ``torch.set_num_threads`` for the measurement (restored afterwards).
     """
-    if warmup < 0 or repeats < 1:
-        raise ValueError(f"need warmup >= 0 and repeats >= 1; got warmup={warmup}, repeats={repeats}")
+    _check_timing(model, example_input, warmup, repeats, threads)
     sync = torch.cuda.synchronize if example_input.device.type == "cuda" else (lambda: None)
     old_threads = torch.get_num_threads()
     if threads is not None:
@@ -121,10 +178,18 @@ def compare_latency(
     only slow a pass down, and taking turns exposes every model to the same load. A speed-up is a ratio of two
     results, e.g. ``t["dense"] / t["pruned"]``.
     """
+    if not isinstance(models, Mapping):
+        raise TypeError(
+            f"models must be a dict of name -> model, e.g. {{'dense': m1, 'pruned': m2}}; got {type(models).__name__}"
+        )
     if not models:
         raise ValueError("models must name at least one model, e.g. {'dense': m1, 'pruned': m2}")
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"rounds must be a positive int; got {rounds!r}")
+    for name, model in models.items():
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"models[{name!r}] must be an nn.Module; got {type(model).__name__}")
+        _check_timing(model, example_input, warmup, repeats, threads)
     times: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(rounds):
         for name, model in models.items():
@@ -132,11 +197,17 @@ def compare_latency(
     return {name: min(t) for name, t in times.items()}
 
 
-def profile(model: nn.Module, example_input: torch.Tensor, **latency_kwargs) -> dict[str, float]:
-    """All four measurements at once: ``params``, ``bytes``, ``flops`` and ``latency_ms`` (median, one forward)."""
+def profile(model: nn.Module, example_input: torch.Tensor, **latency_kwargs) -> dict[str, float | None]:
+    """All four measurements at once: ``params``, ``bytes``, ``flops`` and ``latency_ms`` (median, one forward).
+
+    ``flops`` is None for a quantized model (``quant.to_int8``), whose int8 kernels the flop counter does not
+    see (see :func:`count_flops`): take the float model's FLOPs instead.
+    """
+    _check_model_input(model, example_input)
+    quantized = any(_is_quantized(m) for m in model.modules())
     return {
         "params": count_params(model),
         "bytes": model_size_bytes(model),
-        "flops": count_flops(model, example_input),
+        "flops": None if quantized else count_flops(model, example_input),
         "latency_ms": 1e3 * latency(model, example_input, **latency_kwargs),
     }

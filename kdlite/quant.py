@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .int8 import _inputs, to_int8
+from .int8 import CalibrationData, _inputs, to_int8
 
 __all__ = [
     "ActQuant",
@@ -70,23 +70,76 @@ def _check_axis(axis, x: torch.Tensor) -> int | None:
     return axis % x.ndim
 
 
+def _check_finite(x: torch.Tensor, name: str) -> None:
+    """Raise if ``x`` holds NaN or inf (one device sync: for one-off calls, not for every training step)."""
+    if not bool(torch.isfinite(x).all()):
+        nan, inf = int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
+        raise ValueError(f"{name} must be finite; got {nan} NaN and {inf} inf values (shape {tuple(x.shape)})")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _param_tensor(value, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``value`` as a tensor: a tensor is kept as it is; a number (or a list of them) becomes a CPU tensor."""
+    if not isinstance(value, torch.Tensor):
+        if value is None or isinstance(value, (bool, str, bytes)):
+            raise TypeError(f"{name} must be a number or a tensor; got {type(value).__name__} {_short(value)}")
+        try:
+            value = torch.as_tensor(value, dtype=dtype)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(
+                f"{name} must be a number or a tensor; got {type(value).__name__} {_short(value)}"
+            ) from None
+    if value.dtype == torch.bool or value.is_complex():
+        raise TypeError(f"{name} must hold real numbers; got a tensor of dtype {value.dtype}")
+    return value
+
+
+def _check_scale(scale: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """``scale`` checked to be finite and > 0, then cast to ``dtype`` (None: kept) and checked again there."""
+    if not bool(torch.isfinite(scale).all() and (scale > 0).all()):
+        raise ValueError(f"scale must be finite and > 0; got {scale.detach().cpu().flatten()[:8].tolist()}")
+    if dtype is None or dtype == scale.dtype:
+        return scale
+    cast = scale.to(dtype)
+    if not bool(torch.isfinite(cast).all() and (cast > 0).all()):
+        info, what = torch.finfo(dtype), "underflows to 0" if bool((cast == 0).any()) else "overflows to inf"
+        raise ValueError(
+            f"scale {scale.flatten()[:8].tolist()} {what} in {dtype}, the dtype it is used in (x's dtype; the "
+            f"default dtype for integer q); use a scale in [{info.tiny * info.eps:.3g}, {info.max:.3g}] or a "
+            f"wider floating dtype"
+        )
+    return cast
+
+
 def _params(
     x: torch.Tensor, scale, zero_point, axis: int | None, bits: int | None = None, symmetric: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Check (scale, zero_point) and shape them to broadcast against ``x`` (per channel along ``axis``)."""
-    dtype = x.dtype if x.is_floating_point() and not isinstance(scale, torch.Tensor) else None
-    scale = torch.as_tensor(scale, dtype=dtype, device=x.device)
-    scale = scale if scale.is_floating_point() else scale.float()
-    zero_point = torch.as_tensor(zero_point, device=x.device)
-    if not bool(torch.isfinite(scale).all() and (scale > 0).all()):
-        raise ValueError(f"scale must be finite and > 0; got {scale.detach().cpu().flatten()[:8].tolist()}")
+    """Check (scale, zero_point) and shape them to broadcast against ``x`` (per channel along ``axis``).
+
+    A scale given as a number is used in ``x``'s floating dtype (the default dtype for integer ``x``); a scale
+    given as a tensor keeps its own floating dtype.
+    """
+    if isinstance(scale, torch.Tensor):
+        scale = _param_tensor(scale, "scale")
+        scale = _check_scale(scale if scale.is_floating_point() else scale.float(), None)
+    else:  # checked in float64 on the CPU, then in the dtype it is used in
+        dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
+        scale = _check_scale(_param_tensor(scale, "scale", torch.float64), dtype)
+    scale = scale.to(x.device)
+    zero_point = _param_tensor(zero_point, "zero_point").to(x.device)
     channels = 1 if axis is None else x.shape[axis]
     for name, t in (("scale", scale), ("zero_point", zero_point)):
         if t.numel() not in (1, channels):
-            raise ValueError(
-                f"{name} has {t.numel()} elements; expected 1 or {channels} "
-                f"(x of shape {tuple(x.shape)}, axis={axis})"
+            expected = (
+                "1 for a per-tensor call (axis=None; pass axis= for one per channel)"
+                if axis is None
+                else f"1 or {channels} (x of shape {tuple(x.shape)}, axis={axis})"
             )
+            raise ValueError(f"{name} has {t.numel()} elements; expected {expected}")
     if not bool((zero_point == torch.round(zero_point)).all()):
         raise ValueError(f"zero_point must be integer-valued; got {zero_point.flatten()[:8].tolist()}")
     if bits is not None:
@@ -96,10 +149,17 @@ def _params(
                 f"zero_point must lie in [{qmin}, {qmax}] for bits={bits}, symmetric={symmetric}; "
                 f"got {zero_point.flatten()[:8].tolist()}"
             )
-    if axis is not None:
-        shape = [-1 if d == axis else 1 for d in range(x.ndim)]
-        scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)
-    return scale, zero_point
+    return _per_channel(x, scale, zero_point, axis)
+
+
+def _per_channel(
+    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, zero_point) reshaped to broadcast along ``axis`` of ``x`` (unchanged when ``axis`` is None)."""
+    if axis is None:
+        return scale, zero_point
+    shape = [-1 if d == axis else 1 for d in range(x.ndim)]
+    return scale.reshape(shape), zero_point.reshape(shape)
 
 
 # --- the arithmetic
@@ -203,25 +263,43 @@ def qparams(
     _check_method(method, percentile)
     if x.numel() == 0:
         raise ValueError(f"x must not be empty; got shape {tuple(x.shape)}")
+    _check_finite(x, "x")
+    return _qparams(x, bits, symmetric, axis, method, percentile)
+
+
+def _qparams(
+    x: torch.Tensor, bits: int, symmetric: bool, axis: int | None, method: str = "minmax", percentile: float = 100
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`qparams` without the argument checks (no device sync): for the QAT weights at every step."""
     lo, hi = _RANGES[method](_rows(x.detach(), axis), bits, symmetric, percentile)
     scale, zero_point = _scale_zero(lo, hi, bits, symmetric)
     return (scale[0], zero_point[0]) if axis is None else (scale, zero_point)
 
 
 def quantize(
-    x: torch.Tensor, scale, zero_point, bits: int = 8, symmetric: bool = False, axis: int | None = None
+    x: torch.Tensor,
+    scale: float | torch.Tensor,
+    zero_point: int | torch.Tensor,
+    bits: int = 8,
+    symmetric: bool = False,
+    axis: int | None = None,
 ) -> torch.Tensor:
-    """q = clamp(round(x / s) + z, q_min, q_max) as an int32 tensor (``torch.round``: halves to even)."""
+    """q = clamp(round(x / s) + z, q_min, q_max) as an int32 tensor (``torch.round``: halves to even).
+
+    ``x`` must be finite: an integer code has no NaN, so NaN or inf in ``x`` raises a ValueError."""
     _check_float(x, "x")
     _check_bits(bits)
     axis = _check_axis(axis, x)
     scale, zero_point = _params(x, scale, zero_point, axis, bits, symmetric)
+    _check_finite(x, "x")
     qmin, qmax = qrange(bits, symmetric)
     q = torch.round(x.detach() / scale) + zero_point
     return q.clamp(qmin, qmax).to(torch.int32)
 
 
-def dequantize(q: torch.Tensor, scale, zero_point, axis: int | None = None) -> torch.Tensor:
+def dequantize(
+    q: torch.Tensor, scale: float | torch.Tensor, zero_point: int | torch.Tensor, axis: int | None = None
+) -> torch.Tensor:
     """x̂ = s · (q − z), in the scale's floating dtype."""
     if not isinstance(q, torch.Tensor):
         raise TypeError(f"q must be a torch.Tensor; got {type(q).__name__}")
@@ -231,33 +309,49 @@ def dequantize(q: torch.Tensor, scale, zero_point, axis: int | None = None) -> t
 
 
 class _StraightThrough(torch.autograd.Function):
-    """Forward: dequantize(quantize(x)). Backward: the straight-through estimator, ∂x̂/∂x = 1 on
-    [s(q_min − z), s(q_max − z)] and 0 outside it (the clamp's gradient; rounding counts as the identity)."""
+    """Forward: dequantize(quantize(x)), computed in float so that NaN stays NaN. Backward: the straight-through
+    estimator, ∂x̂/∂x = 1 on [s(q_min − z), s(q_max − z)] and 0 outside it (the clamp's gradient; rounding
+    counts as the identity). ``scale`` and ``zero_point`` come already checked and shaped by ``_params``."""
 
     @staticmethod
-    def forward(ctx, x, scale, zero_point, bits, symmetric, axis):
-        qmin, qmax = qrange(bits, symmetric)
-        s, z = _params(x, scale, zero_point, axis)
-        ctx.save_for_backward((x >= s * (qmin - z)) & (x <= s * (qmax - z)))
-        return dequantize(quantize(x, scale, zero_point, bits, symmetric, axis), scale, zero_point, axis).to(
-            x.dtype
-        )
+    def forward(ctx, x, scale, zero_point, qmin, qmax):
+        ctx.save_for_backward((x >= scale * (qmin - zero_point)) & (x <= scale * (qmax - zero_point)))
+        q = torch.clamp(torch.round(x / scale) + zero_point, qmin, qmax)  # clamp keeps NaN
+        return ((q.to(scale.dtype) - zero_point.to(scale.dtype)) * scale).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad):
         (inside,) = ctx.saved_tensors
-        return grad * inside, None, None, None, None, None
+        return grad * inside, None, None, None, None
 
 
 def fake_quantize(
-    x: torch.Tensor, scale, zero_point, bits: int = 8, symmetric: bool = False, axis: int | None = None
+    x: torch.Tensor,
+    scale: float | torch.Tensor,
+    zero_point: int | torch.Tensor,
+    bits: int = 8,
+    symmetric: bool = False,
+    axis: int | None = None,
 ) -> torch.Tensor:
     """x̂ = s · (clamp(round(x / s) + z, q_min, q_max) − z) in float, differentiable by the straight-through
-    estimator: the gradient passes unchanged where s(q_min − z) ≤ x ≤ s(q_max − z) and is zero elsewhere."""
+    estimator: the gradient passes unchanged where s(q_min − z) ≤ x ≤ s(q_max − z) and is zero elsewhere.
+
+    NaN in ``x`` stays NaN and ±inf saturates, without a check: this runs at every QAT step, where a NaN loss
+    is what ``kdlite.fit`` detects."""
     _check_float(x, "x")
     _check_bits(bits)
     axis = _check_axis(axis, x)
-    return _StraightThrough.apply(x, scale, zero_point, bits, symmetric, axis)
+    scale, zero_point = _params(x, scale, zero_point, axis, bits, symmetric)
+    return _StraightThrough.apply(x, scale, zero_point, *qrange(bits, symmetric))
+
+
+def _fake_quantize(
+    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bits: int, symmetric: bool, axis: int | None
+) -> torch.Tensor:
+    """:func:`fake_quantize` of a (scale, zero_point) made by ``_scale_zero``, without the argument checks and
+    their device syncs: the QAT layers call it at every training step."""
+    scale, zero_point = _per_channel(x, scale, zero_point, axis)
+    return _StraightThrough.apply(x, scale, zero_point, *qrange(bits, symmetric))
 
 
 # --- BatchNorm folding
@@ -325,11 +419,14 @@ class ActQuant(nn.Module):
     def __init__(self, bits: int = 8, momentum: float = 0.01):
         super().__init__()
         _check_bits(bits)
+        if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0 < momentum <= 1:
+            raise ValueError(f"momentum must be a number in (0, 1]; got {momentum!r}")
         self.bits, self.momentum, self.observing = bits, momentum, False
         self.register_buffer("lo", torch.tensor(float("inf")))
         self.register_buffer("hi", torch.tensor(float("-inf")))
 
     def reset(self) -> None:
+        """Forget the observed range: the next batch (training) or calibration starts it afresh."""
         self.lo.fill_(float("inf")), self.hi.fill_(float("-inf"))
 
     @torch.no_grad()
@@ -347,11 +444,18 @@ class ActQuant(nn.Module):
             self._observe(x)
         if self.observing:
             return x
-        if bool(torch.isinf(self.lo)):
-            raise RuntimeError(
-                "ActQuant has no range yet: run calibrate(model, data) or train the model first"
-            )
-        return fake_quantize(x, *_scale_zero(self.lo, self.hi, self.bits, False), self.bits)
+        if not bool(torch.isfinite(self.lo) & torch.isfinite(self.hi)):  # the one device sync of a step
+            raise self._range_error()
+        return _fake_quantize(x, *_scale_zero(self.lo, self.hi, self.bits, False), self.bits, False, None)
+
+    def _range_error(self) -> Exception:
+        lo, hi = self.lo.item(), self.hi.item()
+        if lo == float("inf") and hi == float("-inf"):
+            return RuntimeError("ActQuant has no range yet: run calibrate(model, data) or train the model first")
+        return ValueError(
+            f"ActQuant's range [lo, hi] = [{lo}, {hi}] is not finite: the inputs it observed (in training or "
+            f"calibration) contained NaN or inf; call reset() and observe finite inputs"
+        )
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, lo={self.lo.item():.4g}, hi={self.hi.item():.4g}"
@@ -360,8 +464,8 @@ class ActQuant(nn.Module):
 def _fake_quant_weight(w: torch.Tensor, bits: int, per_channel: bool) -> torch.Tensor:
     """Symmetric min/max fake quantization of a weight, per output channel (axis 0) or per tensor."""
     axis = 0 if per_channel else None
-    scale, zero_point = qparams(w, bits, symmetric=True, axis=axis)
-    return fake_quantize(w, scale, zero_point, bits, symmetric=True, axis=axis)
+    scale, zero_point = _qparams(w, bits, True, axis)  # no checks: no device sync at every step
+    return _fake_quantize(w, scale, zero_point, bits, True, axis)
 
 
 def _add_quantizers(layer: nn.Module, bits: int, act_bits: int | None, per_channel: bool) -> None:
@@ -385,6 +489,8 @@ class QuantConv2d(nn.Conv2d):
 
     @classmethod
     def from_float(cls, conv: nn.Conv2d, **kwargs) -> QuantConv2d:
+        """A QuantConv2d with ``conv``'s hyperparameters, weights, device, dtype and mode; ``kwargs``: ``bits``,
+        ``act_bits``, ``per_channel``."""
         q = cls(
             conv.in_channels,
             conv.out_channels,
@@ -415,6 +521,8 @@ class QuantLinear(nn.Linear):
 
     @classmethod
     def from_float(cls, linear: nn.Linear, **kwargs) -> QuantLinear:
+        """A QuantLinear with ``linear``'s sizes, weights, device, dtype and mode; ``kwargs``: ``bits``,
+        ``act_bits``, ``per_channel``."""
         q = cls(
             linear.in_features,
             linear.out_features,
@@ -452,18 +560,30 @@ def prepare_qat(
     return model
 
 
-@torch.no_grad()
 def calibrate(
-    model: nn.Module, data, num_batches: int = 8, method: str = "minmax", percentile: float = 99.99
+    model: nn.Module,
+    data: CalibrationData,
+    num_batches: int = 8,
+    method: str = "minmax",
+    percentile: float = 99.99,
 ) -> nn.Module:
     """Set the range [lo, hi] of every :class:`ActQuant` in ``model`` from its float inputs over the first
     ``num_batches`` batches of ``data`` (a tensor, a TensorDataset or an iterable of batches). In place.
 
     ``method`` as in :func:`qparams`: "minmax" (the running min and max), "percentile" (clip the rarest
     ``100 - percentile`` % at each end) or "histogram" (the clip with the least quantization MSE). The last two
-    keep every observed input in memory until the ranges are set.
+    keep every observed input in memory until the ranges are set. NaN or inf in ``data``, or in the activations
+    it produces, raises a ValueError.
     """
+    return _calibrate(model, data, num_batches, method, percentile, "data")
+
+
+@torch.no_grad()
+def _calibrate(model: nn.Module, data, num_batches: int, method: str, percentile: float, name: str) -> nn.Module:
+    """:func:`calibrate`, with ``name`` the argument ``data`` came in as (for the messages)."""
     _check_method(method, percentile)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
     quants = [m for m in model.modules() if isinstance(m, ActQuant)]
     if not quants:
         raise ValueError("model has no ActQuant layers to calibrate; expected a model from prepare_qat")
@@ -478,7 +598,7 @@ def calibrate(
         q.reset()
         q.observing = True
     try:
-        for x in _inputs(data, num_batches, device):
+        for x in _inputs(data, num_batches, device, name):
             model(x)
     finally:
         for q in quants:
@@ -486,17 +606,30 @@ def calibrate(
         for h in hooks:
             h.remove()
         model.train(was_training)
+    _check_ranges(model)
     if method != "minmax":
-        with torch.no_grad():
-            for q in quants:
+        for q in quants:
+            if seen[q]:  # an ActQuant that the forward pass skips keeps no range
                 lo, hi = _RANGES[method](torch.cat(seen[q])[None].float(), q.bits, False, percentile)
                 q.lo.fill_(lo.item()), q.hi.fill_(hi.item())
     return model
 
 
+def _check_ranges(model: nn.Module) -> None:
+    """Raise if calibration gave an ActQuant a NaN or infinite range (its inputs held NaN or inf)."""
+    for name, q in model.named_modules():
+        if isinstance(q, ActQuant) and not (q.lo.item() == float("inf") and q.hi.item() == float("-inf")):
+            if not bool(torch.isfinite(q.lo) & torch.isfinite(q.hi)):
+                raise ValueError(
+                    f"calibration gave the ActQuant {name!r} the range [{q.lo.item()}, {q.hi.item()}]: the "
+                    f"activations there contain NaN or inf although the calibration inputs are finite; check "
+                    f"the model's weights"
+                )
+
+
 def quantize_ptq(
     model: nn.Module,
-    calibration_data,
+    calibration_data: CalibrationData,
     bits: int = 8,
     act_bits: int | None = None,
     per_channel: bool = True,
@@ -508,7 +641,7 @@ def quantize_ptq(
     ``num_batches`` batches with ``method`` and ``percentile``; returned in eval mode, no training."""
     _check_method(method, percentile)
     model = prepare_qat(model, bits, act_bits, per_channel)
-    return calibrate(model, calibration_data, num_batches, method, percentile).eval()
+    return _calibrate(model, calibration_data, num_batches, method, percentile, "calibration_data").eval()
 
 
 # --- k-means sharing
@@ -527,6 +660,7 @@ def kmeans_quantize(weight: torch.Tensor, bits: int, iters: int = 50) -> tuple[t
         raise ValueError("weight must not be empty")
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
         raise ValueError(f"iters must be a positive int; got {iters!r}")
+    _check_finite(weight, "weight")
     w = weight.detach().reshape(-1).double()
     centroids = torch.linspace(w.min().item(), w.max().item(), 2**bits, dtype=torch.float64, device=w.device)
     labels = None
@@ -561,8 +695,9 @@ def share_weights(model: nn.Module, bits: int, iters: int = 50) -> nn.Module:
     ``torch.nn.utils.parametrize.remove_parametrizations(layer, "weight")`` bakes them in."""
     _check_bits(bits)
     model = copy.deepcopy(model)
-    for m in model.modules():
+    for name, m in model.named_modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
+            _check_finite(m.weight, f"the weight of layer {name!r}")
             centroids, labels = kmeans_quantize(m.weight, bits, iters)
             parametrize.register_parametrization(m, "weight", SharedWeight(centroids, labels), unsafe=True)
             m.parametrizations.weight.original.requires_grad_(False)

@@ -8,15 +8,36 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import numbers
 import os
 import platform
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (``ddof=1``; 0 for a single value)."""
-    values = [float(v) for v in values]
+def _floats(values: Iterable[float]) -> list[float]:
+    """``values`` as a list of finite floats, or a ValueError/TypeError that says which entries are not."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise TypeError(f"values must be an iterable of numbers; got {type(values).__name__}")
+    out = []
+    for i, v in enumerate(values):
+        try:
+            out.append(float(v))
+        except (TypeError, ValueError):
+            raise TypeError(f"values must be numbers; got {v!r} at position {i}") from None
+    bad = [(i, v) for i, v in enumerate(out) if not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"values must be finite; got {', '.join(f'{v} at position {i}' for i, v in bad[:5])}")
+    return out
+
+
+def mean_std(values: Iterable[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (``ddof=1``; 0 for a single value) of finite numbers."""
+    values = _floats(values)
     if not values:
         raise ValueError("mean_std needs at least one value; got an empty sequence")
     m = sum(values) / len(values)
@@ -25,17 +46,44 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
 
 
-def fmt_mean_std(values: Sequence[float], scale: float = 1.0, digits: int = 2) -> str:
-    """``"mean ± std (n=k)"`` of ``values`` times ``scale`` (e.g. ``scale=100`` for percentages)."""
+def fmt_mean_std(values: Iterable[float], scale: float = 1.0, digits: int = 2) -> str:
+    """``"mean ± std (n=k)"`` of ``values`` times ``scale`` (e.g. ``scale=100`` for percentages), ``digits``
+    decimals."""
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale):
+        raise ValueError(f"scale must be a finite number; got {scale!r}")
+    if isinstance(digits, bool) or not isinstance(digits, int) or digits < 0:
+        raise ValueError(f"digits must be an int >= 0; got {digits!r}")
+    values = _floats(values)  # a generator is consumed once, here
     m, s = mean_std(values)
     return f"{m * scale:.{digits}f} ± {s * scale:.{digits}f} (n={len(values)})"
 
 
+def _rows(rows) -> list[Mapping]:
+    """``rows`` as a list of dicts, or a TypeError that says what a row must be."""
+    if isinstance(rows, (Mapping, str, bytes)) or not isinstance(rows, Iterable):
+        raise TypeError(
+            f"rows must be a sequence of dicts, one per row, e.g. [{{'model': 'MLP', 'acc': 0.9}}]; got "
+            f"{type(rows).__name__}"
+        )
+    rows = list(rows)
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise TypeError(f"rows must be a sequence of dicts; rows[{i}] is a {type(row).__name__}: {row!r:.60}")
+    return rows
+
+
 def table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
-    """A Markdown table of ``rows`` (dicts), floats to 4 significant digits. Print it, or ``display(Markdown(...))``."""
+    """A Markdown table of ``rows`` (dicts), floats to 4 significant digits. Print it, or ``display(Markdown(...))``.
+
+    The columns are ``columns`` if given, else the keys of the first row."""
+    rows = _rows(rows)
     if not rows:
         return "(no rows)"
-    columns = list(columns or rows[0].keys())
+    if isinstance(columns, (str, bytes)) or (columns is not None and not isinstance(columns, Iterable)):
+        raise TypeError(f"columns must be a sequence of column names; got {type(columns).__name__} {columns!r}")
+    columns = list(rows[0].keys() if columns is None else columns)
+    if not columns:
+        raise ValueError("table has no columns: rows[0] is an empty dict and no columns were given")
     cell = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
@@ -58,8 +106,19 @@ def show_table(rows: Sequence[dict], columns: Sequence[str] | None = None, title
         print(text)
 
 
-def save_figure(fig, name: str) -> Path | None:
-    """Save ``fig`` as ``$KDLITE_FIGURES/name.png`` when that variable is set (GPU runs collect figures this way)."""
+def _check_name(name, example: str) -> None:
+    """A name must be a plain file name (no folders, no extension needed), so that files stay in their folder."""
+    if not isinstance(name, str) or not name.strip() or "/" in name or "\\" in name or name in (".", ".."):
+        raise ValueError(f"name must be a plain file name (non-empty, no folders) such as {example!r}; got {name!r}")
+
+
+def save_figure(fig: Figure, name: str) -> Path | None:
+    """Save ``fig`` as ``$KDLITE_FIGURES/name.png`` when that variable is set (GPU runs collect figures this way).
+
+    ``name`` must be a plain file name (no folders); it and ``fig`` are checked even when nothing is saved."""
+    if not callable(getattr(fig, "savefig", None)):
+        raise TypeError(f"fig must be a matplotlib Figure (anything with .savefig); got {type(fig).__name__}")
+    _check_name(name, "06_ptq_bits")
     folder = os.environ.get("KDLITE_FIGURES")
     if not folder:
         return None
@@ -90,13 +149,14 @@ def save_results(name: str, rows: Sequence[dict], note: str = "") -> Path | None
 
     The record holds the scale line (``kdlite.scale()``: datasets, epochs, seeds), the device, the torch version
     and the date. GPU runs collect a chapter's headline tables this way; the chapter shows the recorded ones with
-    :func:`show_recorded`, so that the numbers in the book are the measured ones, not copies.
+    :func:`show_recorded`, so that the numbers in the book are the measured ones, not copies. ``name`` (a plain
+    file name) and ``rows`` (dicts) are checked even when nothing is saved.
     """
+    _check_name(name, "03_hinton")
+    rows = _rows(rows)
     folder = os.environ.get("KDLITE_RESULTS")
     if not folder:
         return None
-    if not name or "/" in name or "\\" in name:
-        raise ValueError(f"name must be a plain file name such as '03_hinton'; got {name!r}")
     import torch
 
     from .scale import scale

@@ -87,3 +87,75 @@ def test_compare_latency_times_every_model_in_turn():
         measure.compare_latency(models, torch.zeros(1, 4), rounds=0)
     with pytest.raises(ValueError, match="at least one model"):
         measure.compare_latency({}, torch.zeros(1, 4))
+
+
+def float_layer_params(model):
+    """Weights and biases of the Conv/Linear layers, counted by hand; a conv followed by a BatchNorm gains a bias
+    of out_channels entries when the BatchNorm is folded into it (as quant.to_int8 does)."""
+    total = 0
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            bias = m.bias.numel() if m.bias is not None else m.weight.shape[0]
+            total += m.weight.numel() + bias
+    return total
+
+
+@pytest.mark.parametrize("model", [MLP(64, 32, 10), CNN(1, 10, widths=(4, 8))])
+def test_count_params_counts_the_packed_weights_of_an_int8_model(model):
+    from kdlite.quant import to_int8
+
+    x = torch.rand(8, 1, 8, 8)
+    int8 = to_int8(model, x, num_batches=1)
+    assert list(int8.parameters()) == []  # every weight is packed inside a quantized module
+    assert measure.count_params(int8) == float_layer_params(model) > 0
+    assert measure.count_params(int8, trainable_only=True) == 0
+    with pytest.raises(ValueError, match=r"cannot count GraphModule: it has quantized modules.*count the float model"):
+        measure.count_flops(int8, x)
+    p = measure.profile(int8, x[:1], warmup=0, repeats=1)
+    assert p["flops"] is None and p["params"] == float_layer_params(model) and p["latency_ms"] > 0
+
+
+@pytest.mark.parametrize("bad", [(torch.zeros(1, 4),), [torch.zeros(1, 4)], None])
+def test_example_input_must_be_a_tensor(bad):
+    m = nn.Linear(4, 2)
+    for call in (
+        lambda: measure.latency(m, bad),
+        lambda: measure.count_flops(m, bad),
+        lambda: measure.profile(m, bad),
+        lambda: measure.compare_latency({"m": m}, bad),
+    ):
+        with pytest.raises(TypeError, match=rf"example_input must be a torch.Tensor .*; got {type(bad).__name__}"):
+            call()
+
+
+@pytest.mark.parametrize("name,value", [
+    ("repeats", 2.5), ("repeats", "5"), ("repeats", 0), ("repeats", True),
+    ("warmup", 1.0), ("warmup", -1), ("warmup", None),
+    ("threads", 0), ("threads", 1.5), ("threads", "2"),
+])
+def test_latency_counts_must_be_ints(name, value):
+    m, x = nn.Linear(4, 2), torch.zeros(1, 4)
+    minimum = {"repeats": 1, "warmup": 0, "threads": 1}[name]
+    threads = torch.get_num_threads()
+    for call in (
+        lambda: measure.latency(m, x, **{name: value}),
+        lambda: measure.compare_latency({"m": m}, x, **{name: value}),
+    ):
+        with pytest.raises(ValueError, match=rf"{name} must be an int >= {minimum}; got {value!r}"):
+            call()
+    assert torch.get_num_threads() == threads
+
+
+def test_models_must_be_a_dict_of_modules():
+    m, x = nn.Linear(4, 2), torch.zeros(1, 4)
+    with pytest.raises(TypeError, match=r"models must be a dict of name -> model, e\.g\. .*; got list"):
+        measure.compare_latency([m, m], x)
+    with pytest.raises(TypeError, match=r"models\['b'\] must be an nn.Module; got function"):
+        measure.compare_latency({"a": m, "b": lambda t: t}, x)
+    for call in (
+        lambda: measure.latency(lambda t: t, x),
+        lambda: measure.count_flops("model", x),
+        lambda: measure.count_params(None),
+    ):
+        with pytest.raises(TypeError, match=r"model must be an nn.Module; got"):
+            call()

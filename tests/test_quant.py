@@ -440,7 +440,147 @@ def test_other_bad_arguments():
         Q.fold_batchnorm(nn.Linear(2, 2), nn.BatchNorm2d(2))
     with pytest.raises(ValueError, match="num_features=3"):
         Q.fold_batchnorm(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(3))
-    with pytest.raises(ValueError, match="calibration data is empty"):
+    with pytest.raises(ValueError, match=r"calibration_data \(the calibration data\) is empty"):
         Q.to_int8(CNN(1, 10, widths=(4, 8)), [])
     with pytest.raises(ValueError, match="num_batches must be a positive int"):
         Q.quantize_ptq(CNN(1, 10, widths=(4, 8)), torch.randn(2, 1, 8, 8), num_batches=0)
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("bad,counts", [(NAN, "1 NaN and 0 inf"), (INF, "0 NaN and 1 inf"), (-INF, "0 NaN and 1 inf")])
+def test_one_off_calls_reject_nan_and_inf(bad, counts):
+    x = torch.tensor([1.0, bad, 2.0])
+    calls = [lambda: Q.quantize(x, 0.1, 0), lambda: Q.kmeans_quantize(x, 2)]
+    calls += [lambda m=m: Q.qparams(x, method=m) for m in ("minmax", "percentile", "histogram")]
+    for call in calls:
+        with pytest.raises(ValueError, match=rf"(x|weight) must be finite; got {counts} values"):
+            call()
+    model = MLP(4, 3, 2)
+    with torch.no_grad():
+        model.net[1].weight[0, 0] = bad
+    with pytest.raises(ValueError, match=rf"weight of layer 'net.1' must be finite; got {counts}"):
+        Q.share_weights(model, 2)
+
+
+def test_fake_quantize_keeps_nan_as_nan_and_saturates_inf():
+    x = torch.tensor([1.0, NAN, 2.04, INF, -INF], requires_grad=True)
+    y = Q.fake_quantize(x, 0.1, 0, bits=8)  # unsigned: the codes 0..255 cover [0, 25.5]
+    torch.testing.assert_close(y, torch.tensor([1.0, NAN, 2.0, 25.5, 0.0]), equal_nan=True)
+    y.backward(torch.ones(5))
+    assert x.grad.tolist() == [1.0, 0.0, 1.0, 0.0, 0.0]  # outside the representable range: no gradient
+
+
+@pytest.mark.parametrize("value", ["0.1", None, True, object(), torch.tensor(True)])
+def test_scale_and_zero_point_of_the_wrong_type(value):
+    x, q = torch.randn(3), torch.zeros(3, dtype=torch.int32)
+    for name, call in (
+        ("scale", lambda: Q.quantize(x, value, 0)),
+        ("scale", lambda: Q.fake_quantize(x, value, 0)),
+        ("scale", lambda: Q.dequantize(q, value, 0)),
+        ("zero_point", lambda: Q.quantize(x, 0.1, value)),
+        ("zero_point", lambda: Q.dequantize(q, 0.1, value)),
+    ):
+        with pytest.raises(TypeError, match=rf"{name} must (be a number or a tensor|hold real numbers); got"):
+            call()
+
+
+def test_scale_counts_and_underflow_messages():
+    x = torch.randn(3, 4)
+    with pytest.raises(ValueError, match=r"scale has 5 elements; expected 1 for a per-tensor call \(axis=None"):
+        Q.quantize(x, torch.full((5,), 0.1), 0)
+    with pytest.raises(ValueError, match=r"zero_point has 2 elements; expected 1 or 3"):
+        Q.fake_quantize(x, 0.1, torch.zeros(2), axis=0)
+    half = x.half()
+    with pytest.raises(ValueError, match=r"scale \[1e-08\] underflows to 0 in torch.float16"):
+        Q.quantize(half, 1e-8, 0)
+    with pytest.raises(ValueError, match=r"scale \[1e\+300\] overflows to inf in torch.float32"):
+        Q.fake_quantize(x, 1e300, 0)
+    # a python scale is used in x's dtype, a tensor scale in its own dtype: 1e-8 is fine in float32
+    expected = [min(max(round(v / 1e-8), 0), 255) for v in x.flatten().tolist()]
+    assert Q.quantize(x, 1e-8, 0).flatten().tolist() == expected
+    assert Q.quantize(half, torch.tensor(0.5), 0).dtype == torch.int32
+
+
+def test_act_quant_momentum_and_non_finite_ranges():
+    for momentum in (0, 2, -0.1, True, "0.1"):
+        with pytest.raises(ValueError, match=rf"momentum must be a number in \(0, 1\]; got {momentum!r}"):
+            Q.ActQuant(8, momentum=momentum)
+    act = Q.ActQuant(8, momentum=1).train()
+    with pytest.raises(ValueError, match=r"ActQuant's range \[lo, hi\] = \[nan, nan\] is not finite"):
+        act(torch.tensor([1.0, NAN]))
+    act.reset()
+    assert torch.equal(act(torch.tensor([0.0, 2.55])), torch.tensor([0.0, 2.55]))  # momentum 1: the last batch
+
+
+NAN_BATCH, INF_BATCHES = torch.full((2, 1, 8, 8), NAN), [torch.rand(2, 1, 8, 8), torch.full((2, 1, 8, 8), -INF)]
+
+
+@pytest.mark.parametrize("data", [NAN_BATCH, INF_BATCHES])
+def test_calibration_rejects_nan_and_inf_inputs(data):
+    batch = 0 if isinstance(data, torch.Tensor) else 1
+    for name, call in (
+        ("data", lambda: Q.calibrate(Q.prepare_qat(CNN(1, 10, widths=(4, 8))), data)),
+        ("calibration_data", lambda: Q.quantize_ptq(CNN(1, 10, widths=(4, 8)), data)),
+        ("calibration_data", lambda: Q.to_int8(CNN(1, 10, widths=(4, 8)), data)),
+    ):
+        with pytest.raises(ValueError, match=rf"^{name} batch {batch}: calibration inputs must be finite; got \d+ NaN"):
+            call()
+
+
+def test_calibration_rejects_empty_batches_and_non_tensors():
+    model = CNN(1, 10, widths=(4, 8))
+    with pytest.raises(ValueError, match=r"calibration_data batch 0: calibration inputs must not be empty; got shape"):
+        Q.to_int8(model, torch.zeros(0, 1, 8, 8))
+    with pytest.raises(ValueError, match=r"^data batch 1: calibration inputs must not be empty"):
+        Q.calibrate(Q.prepare_qat(model), [torch.rand(2, 1, 8, 8), torch.zeros(0, 1, 8, 8)])
+    with pytest.raises(ValueError, match=r"^data \(the calibration data\) is empty: expected at least one batch"):
+        Q.calibrate(Q.prepare_qat(model), torch.utils.data.TensorDataset(torch.zeros(0, 1, 8, 8)))
+    with pytest.raises(TypeError, match=r"calibration_data batch 0: calibration inputs must be tensors.*got list"):
+        Q.to_int8(model, [([1.0, 2.0], 0)])
+    with pytest.raises(TypeError, match=r"calibration_data \(the calibration data\) must be a tensor"):
+        Q.to_int8(model, 3.0)
+    with pytest.raises(TypeError, match=r"model must be an nn.Module; got str"):
+        Q.calibrate("model", torch.rand(2, 1, 8, 8))
+
+
+def test_calibration_names_the_act_quant_whose_activations_are_not_finite():
+    model = Q.prepare_qat(MLP(4, 3, 2))
+    with torch.no_grad():
+        model.net[1].weight[0, 0] = INF  # finite inputs, but the next layer's inputs are not
+    with pytest.raises(ValueError, match=r"ActQuant 'net.3.act' the range \[.*\]: the activations there contain NaN"):
+        Q.calibrate(model, torch.randn(8, 4))
+
+
+def test_calibrate_skips_an_act_quant_the_forward_does_not_use():
+    class Unused(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.unused = nn.Linear(4, 2), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.used(x)
+
+    x = torch.randn(8, 4)
+    model = Q.calibrate(Q.prepare_qat(Unused()), x, method="percentile", percentile=100)
+    assert (model.used.act.lo.item(), model.used.act.hi.item()) == (x.min().item(), x.max().item())
+    assert model.unused.act.lo.item() == INF
+
+
+class Branching(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(x) if x.sum() > 0 else -self.fc(x)
+
+
+@pytest.mark.parametrize("model,x", [(Branching(), torch.rand(2, 4)), (nn.LSTM(4, 3), torch.rand(2, 5, 4))])
+def test_to_int8_on_a_model_fx_cannot_trace(model, x):
+    name = type(model).__name__
+    expected = rf"to_int8 cannot trace {name} with torch.fx \(TraceError: .*\)\. It supports"
+    with pytest.raises(ValueError, match=expected) as e:
+        Q.to_int8(model, x)
+    assert "MLP, CNN and ResNet" in str(e.value) and e.value.__suppress_context__
