@@ -75,15 +75,16 @@ def _rows(rows) -> list[Mapping]:
 def table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
     """A Markdown table of ``rows`` (dicts), floats to 4 significant digits. Print it, or ``display(Markdown(...))``.
 
-    The columns are ``columns`` if given, else the keys of the first row."""
+    The columns are ``columns`` if given, else every key of the rows in order of first appearance (a row without a
+    key gets an empty cell)."""
     rows = _rows(rows)
     if not rows:
         return "(no rows)"
     if isinstance(columns, (str, bytes)) or (columns is not None and not isinstance(columns, Iterable)):
         raise TypeError(f"columns must be a sequence of column names; got {type(columns).__name__} {columns!r}")
-    columns = list(rows[0].keys() if columns is None else columns)
+    columns = list(dict.fromkeys(k for r in rows for k in r) if columns is None else columns)
     if not columns:
-        raise ValueError("table has no columns: rows[0] is an empty dict and no columns were given")
+        raise ValueError("table has no columns: the rows are empty dicts and no columns were given")
     cell = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
