@@ -124,7 +124,7 @@ def _make_step(teacher, temperature, alpha, extra_losses, cached, trained):
                 t = teacher(x)
         loss = distillation_loss(s, t, y, temperature, alpha)
         for k, (weight, fn) in enumerate(extra_losses):
-            loss = loss + weight * _checked_term(k, fn(s, t, batch))
+            loss = loss + weight * _checked_term(k, fn(s, t, batch), finite=unchecked[0])
         if unchecked[0]:  # once: is every parameter the loss depends on being trained?
             _check_all_trained(loss, trained)
             unchecked[0] = False
@@ -133,12 +133,14 @@ def _make_step(teacher, temperature, alpha, extra_losses, cached, trained):
     return step
 
 
-def _checked_term(k: int, term) -> torch.Tensor:
-    """An extra loss must give a finite scalar tensor; say which one did not (before it corrupts the weights)."""
+def _checked_term(k: int, term, finite: bool) -> torch.Tensor:
+    """An extra loss must give a scalar tensor; say which one did not. ``finite`` (the first step only: it costs
+    a device sync) also checks its value, before a NaN corrupts the weights; later NaNs surface as NaN student
+    logits on the next step, or as ``fit``'s NaN-loss error."""
     if not isinstance(term, torch.Tensor) or term.numel() != 1:
         got = f"shape {tuple(term.shape)}" if isinstance(term, torch.Tensor) else type(term).__name__
         raise ValueError(f"extra_losses[{k}] must return a scalar tensor; got {got}")
-    if not torch.isfinite(term):
+    if finite and not torch.isfinite(term):
         raise ValueError(f"extra_losses[{k}] returned {term.item()} at this step; expected a finite loss")
     return term.reshape(())
 

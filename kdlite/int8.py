@@ -76,9 +76,14 @@ def _check_batch(x, where: str) -> None:
         raise ValueError(f"{where}: calibration inputs must be floating-point tensors; got dtype {x.dtype}")
     if x.numel() == 0:
         raise ValueError(f"{where}: calibration inputs must not be empty; got shape {tuple(x.shape)}")
+    _check_finite(x, f"{where}: calibration inputs")
+
+
+def _check_finite(x: torch.Tensor, name: str) -> None:
+    """Raise if ``x`` holds NaN or inf (one device sync: for one-off calls, not for every training step)."""
     if not bool(torch.isfinite(x).all()):
         nan, inf = int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
-        raise ValueError(f"{where}: calibration inputs must be finite; got {nan} NaN and {inf} inf values")
+        raise ValueError(f"{name} must be finite; got {nan} NaN and {inf} inf values (shape {tuple(x.shape)})")
 
 
 def _untraceable(model: nn.Module, error: Exception) -> ValueError:

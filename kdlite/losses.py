@@ -230,6 +230,8 @@ def hint_loss(
             raise TypeError(f"connector must be a module (e.g. kdlite.features.connector(...)); got {connector!r}")
         try:
             mapped = connector(student_feat)
+        except torch.OutOfMemoryError:
+            raise
         except RuntimeError as e:
             raise ValueError(
                 f"connector {connector} cannot take student_feat of shape {tuple(student_feat.shape)}: {e}"

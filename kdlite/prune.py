@@ -194,9 +194,10 @@ def magnitude_prune(
 @torch.no_grad()
 def sparsity(model: nn.Module) -> dict[str, float]:
     """Fraction of exactly-zero weights among the prunable (Linear and Conv) weights: ``"overall"`` and one
-    entry per layer name. Works for unpruned models and for those pruned with ``torch.nn.utils.prune``."""
+    entry per layer name. Works for unpruned models and for those pruned with ``torch.nn.utils.prune``; a model
+    without such layers (an int8 model, an LSTM) has nothing to measure and gets ``{"overall": 0.0}``."""
     result, zeros, total = {}, 0, 0
-    for name, layer in _layers_or_error(model).items():
+    for name, layer in prunable_layers(model).items():
         w = layer.weight
         z = int((w == 0).sum())
         result[name] = z / w.numel()

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .int8 import CalibrationData, _inputs, to_int8
+from .int8 import CalibrationData, _check_finite, _inputs, to_int8
 
 __all__ = [
     "ActQuant",
@@ -68,13 +68,6 @@ def _check_axis(axis, x: torch.Tensor) -> int | None:
             f"{tuple(x.shape)}; got {axis!r}"
         )
     return axis % x.ndim
-
-
-def _check_finite(x: torch.Tensor, name: str) -> None:
-    """Raise if ``x`` holds NaN or inf (one device sync: for one-off calls, not for every training step)."""
-    if not bool(torch.isfinite(x).all()):
-        nan, inf = int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
-        raise ValueError(f"{name} must be finite; got {nan} NaN and {inf} inf values (shape {tuple(x.shape)})")
 
 
 def _short(value) -> str:

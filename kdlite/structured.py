@@ -170,6 +170,8 @@ def channel_prune(
     try:
         with torch.no_grad():
             expected = _eval_output(model, example_input).shape
+    except torch.OutOfMemoryError:
+        raise
     except RuntimeError as err:
         raise ValueError(f"example_input of shape {tuple(example_input.shape)} does not fit the model: "
                          f"{str(err).splitlines()[0]}") from None

@@ -116,11 +116,15 @@ def _check_labels(y: torch.Tensor, logits: torch.Tensor, where: str) -> None:
     try:
         _check_targets(y, logits)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"labels of {where}: {e}; the model outputs {logits.shape[-1]} classes") from None
+        message = str(e).replace("targets", "labels", 1)
+        raise ValueError(f"labels of {where}: {message}; the model outputs {logits.shape[-1]} classes") from None
 
 
-def _as_batches(data, batch_size: int, shuffle: bool, device: torch.device | None) -> Iterable[Batch]:
-    """A ``TensorDataset`` becomes a ``DeviceLoader``; any other iterable of batches is used as it is."""
+def _as_batches(
+    data, batch_size: int, shuffle: bool, device: torch.device | None, name: str = "data"
+) -> Iterable[Batch]:
+    """A ``TensorDataset`` becomes a ``DeviceLoader``; any other iterable of batches is used as it is. ``name``
+    is the argument's name in error messages."""
     if isinstance(data, TensorDataset):
         from .data import DeviceLoader
 
@@ -128,7 +132,7 @@ def _as_batches(data, batch_size: int, shuffle: bool, device: torch.device | Non
     if isinstance(data, (torch.Tensor, str, bytes)) or not isinstance(data, Iterable):
         hint = " (for tensors x, y pass TensorDataset(x, y))" if isinstance(data, torch.Tensor) else ""
         raise TypeError(
-            f"data must be a TensorDataset, a kdlite DeviceLoader or an iterable of (x, y) batches; got "
+            f"{name} must be a TensorDataset, a kdlite DeviceLoader or an iterable of (x, y) batches; got "
             f"{type(data).__name__}{hint}"
         )
     return data
@@ -269,7 +273,9 @@ def fit(
     if scheduler not in ("onecycle", "cosine", None):
         raise ValueError(f"scheduler must be 'onecycle', 'cosine' or None; got {scheduler!r}")
     device = training_device(device, train)
-    train = _as_batches(train, 128, shuffle=True, device=device)
+    train = _as_batches(train, 128, shuffle=True, device=device, name="train")
+    if val is not None:
+        val = _as_batches(val, 1024, shuffle=False, device=device, name="val")
     model.to(device)
     steps_per_epoch = len(train) if hasattr(train, "__len__") else None
     sched = None

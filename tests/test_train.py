@@ -152,17 +152,19 @@ def test_fit_and_evaluate_explain_labels_the_model_cannot_output(digits):
     with pytest.raises(ValueError, match="labels of the evaluation data.*outputs 5 classes"):
         evaluate(five, test)
     x, y = train.tensors
-    with pytest.raises(ValueError, match="labels of the training data: targets must be integer"):
+    with pytest.raises(ValueError, match="labels of the training data: labels must be integer"):
         fit(MLP(64, 8, 10), TensorDataset(x, y.float()), 1, progress=False)
 
 
 def test_fit_names_wrong_kinds_of_arguments(digits):
     train, _ = digits
     m = MLP(64, 8, 10)
-    with pytest.raises(TypeError, match=r"data must be .*got Tensor \(for tensors x, y pass TensorDataset"):
+    with pytest.raises(TypeError, match=r"train must be .*got Tensor \(for tensors x, y pass TensorDataset"):
         fit(m, train.tensors[0], 1)
-    with pytest.raises(TypeError, match="data must be .*got str"):
+    with pytest.raises(TypeError, match="train must be .*got str"):
         fit(m, "digits", 1)
+    with pytest.raises(TypeError, match="val must be .*got str"):
+        fit(m, train, 1, val="digits")  # refused before any training
     with pytest.raises(TypeError, match="model must be a torch.nn.Module; got function"):
         fit(lambda x: x, train, 1)
     with pytest.raises(ValueError, match="weight_decay must be a finite number >= 0; got -1"):
