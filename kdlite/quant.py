@@ -285,9 +285,17 @@ def quantize(
     axis = _check_axis(axis, x)
     scale, zero_point = _params(x, scale, zero_point, axis, bits, symmetric)
     _check_finite(x, "x")
-    qmin, qmax = qrange(bits, symmetric)
-    q = torch.round(x.detach() / scale) + zero_point
-    return q.clamp(qmin, qmax).to(torch.int32)
+    return _codes(x.detach(), scale, zero_point, *qrange(bits, symmetric)).to(torch.int32)
+
+
+def _codes(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
+    """The integer codes clamp(round(x / s) + z, q_min, q_max), still in a floating dtype (NaN stays NaN)."""
+    return torch.clamp(torch.round(x / scale) + zero_point, qmin, qmax)
+
+
+def _values(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
+    """The values s · (q − z) the codes stand for, in the scale's dtype."""
+    return (q.to(scale.dtype) - zero_point.to(scale.dtype)) * scale
 
 
 def dequantize(
@@ -298,19 +306,18 @@ def dequantize(
         raise TypeError(f"q must be a torch.Tensor; got {type(q).__name__}")
     axis = _check_axis(axis, q)
     scale, zero_point = _params(q, scale, zero_point, axis)
-    return (q.to(scale.dtype) - zero_point.to(scale.dtype)) * scale
+    return _values(q, scale, zero_point)
 
 
 class _StraightThrough(torch.autograd.Function):
     """Forward: dequantize(quantize(x)), computed in float so that NaN stays NaN. Backward: the straight-through
     estimator, ∂x̂/∂x = 1 on [s(q_min − z), s(q_max − z)] and 0 outside it (the clamp's gradient; rounding
-    counts as the identity). ``scale`` and ``zero_point`` come already checked and shaped by ``_params``."""
+    counts as the identity). ``scale`` and ``zero_point`` come already shaped to broadcast against ``x``."""
 
     @staticmethod
     def forward(ctx, x, scale, zero_point, qmin, qmax):
         ctx.save_for_backward((x >= scale * (qmin - zero_point)) & (x <= scale * (qmax - zero_point)))
-        q = torch.clamp(torch.round(x / scale) + zero_point, qmin, qmax)  # clamp keeps NaN
-        return ((q.to(scale.dtype) - zero_point.to(scale.dtype)) * scale).to(x.dtype)
+        return _values(_codes(x, scale, zero_point, qmin, qmax), scale, zero_point).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad):
