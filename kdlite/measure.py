@@ -184,8 +184,7 @@ def compare_latency(
         )
     if not models:
         raise ValueError("models must name at least one model, e.g. {'dense': m1, 'pruned': m2}")
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"rounds must be a positive int; got {rounds!r}")
+    _check_int(rounds, "rounds", 1)
     for name, model in models.items():
         if not isinstance(model, nn.Module):
             raise TypeError(f"models[{name!r}] must be an nn.Module; got {type(model).__name__}")
