@@ -269,6 +269,15 @@ def _qparams(
     return (scale[0], zero_point[0]) if axis is None else (scale, zero_point)
 
 
+def _checked_args(
+    x: torch.Tensor, scale, zero_point, bits: int, symmetric: bool, axis: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The argument checks of :func:`quantize` and :func:`fake_quantize`; (scale, zero_point) shaped for ``x``."""
+    _check_float(x, "x")
+    _check_bits(bits)
+    return _params(x, scale, zero_point, _check_axis(axis, x), bits, symmetric)
+
+
 def quantize(
     x: torch.Tensor,
     scale: float | torch.Tensor,
@@ -280,10 +289,7 @@ def quantize(
     """q = clamp(round(x / s) + z, q_min, q_max) as an int32 tensor (``torch.round``: halves to even).
 
     ``x`` must be finite: an integer code has no NaN, so NaN or inf in ``x`` raises a ValueError."""
-    _check_float(x, "x")
-    _check_bits(bits)
-    axis = _check_axis(axis, x)
-    scale, zero_point = _params(x, scale, zero_point, axis, bits, symmetric)
+    scale, zero_point = _checked_args(x, scale, zero_point, bits, symmetric, axis)
     _check_finite(x, "x")
     return _codes(x.detach(), scale, zero_point, *qrange(bits, symmetric)).to(torch.int32)
 
@@ -338,10 +344,7 @@ def fake_quantize(
 
     NaN in ``x`` stays NaN and ±inf saturates, without a check: this runs at every QAT step, where a NaN loss
     is what ``kdlite.fit`` detects."""
-    _check_float(x, "x")
-    _check_bits(bits)
-    axis = _check_axis(axis, x)
-    scale, zero_point = _params(x, scale, zero_point, axis, bits, symmetric)
+    scale, zero_point = _checked_args(x, scale, zero_point, bits, symmetric, axis)
     return _StraightThrough.apply(x, scale, zero_point, *qrange(bits, symmetric))
 
 
