@@ -228,7 +228,7 @@ def test_deviceloader_gives_the_same_training_as_dataloader():
     dl = DataLoader(train, batch_size=64, shuffle=False)
     m1, m2 = mk(), mk()
     kdlite.fit(m1, dev, 2, progress=False, scheduler=None)
-    kdlite.fit(m2, dl, 2, progress=False, scheduler=None)
+    kdlite.fit(m2, dl, 2, progress=False, scheduler=None, device="cpu")  # a DataLoader alone would pick cuda
     for p1, p2 in zip(m1.parameters(), m2.parameters(), strict=True):
         assert torch.allclose(p1, p2, atol=1e-6)
 
