@@ -148,6 +148,29 @@ def test_bad_temperature(T):
             call()
 
 
+@pytest.mark.parametrize("T", [1e5, 1e20, 1e200])
+def test_temperatures_beyond_float32_raise_in_the_losses(T):
+    """Above 1e4, float32 turns T^2 · KL into noise, a NaN (1e20) or an overflow (1e200): a clear error instead."""
+    s, y = logits(), torch.zeros(6, dtype=torch.long)
+    for call in (lambda: kd_loss(s, s, T), lambda: distillation_loss(s, s, y, T, 0.5),
+                 lambda: dkd_loss(s, s, y, T, 1.0, 8.0)):
+        with pytest.raises(ValueError, match=r"temperature must be at most 10000.*got"):
+            call()
+    assert torch.isfinite(soft_targets(s, T)).all()  # a softmax alone has no such limit
+
+
+def test_kd_gradient_stays_accurate_up_to_the_temperature_limit():
+    """At T = 1e4 the loss value is rounding noise for small logits, but its gradient T (p - q) / B is not."""
+    s, t = 0.1 * logits(seed=3), 0.1 * logits(seed=4)
+    s32 = s.clone().requires_grad_()
+    (g,) = torch.autograd.grad(kd_loss(s32, t, 1e4), s32)
+    s64 = s.double().requires_grad_()
+    log_p, log_q = torch.log_softmax(s64 / 1e4, -1), torch.log_softmax(t.double() / 1e4, -1)
+    ref = 1e8 * (log_q.exp() * (log_q - log_p)).sum(-1).mean()
+    (g64,) = torch.autograd.grad(ref, s64)
+    assert ((g.double() - g64).norm() / g64.norm()).item() < 0.05
+
+
 @pytest.mark.parametrize("alpha", [-0.1, 1.5, math.nan, math.inf])
 def test_bad_alpha(alpha):
     s = logits()
