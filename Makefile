@@ -15,12 +15,14 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)  ## create .venv and install kdlite (editable) with its book, test and dev extras
 
 ## make book: execute every chapter at the default scale and build the HTML book into _build/html.
-## A change of scale (KDLITE_SCALE, KDLITE_OFFLINE) clears the execution cache; otherwise a re-run takes seconds.
+## A change of scale (KDLITE_SCALE, KDLITE_OFFLINE) or of the recorded results in results/ clears the execution
+## cache (the cache knows only the code cells, not the files they read); otherwise a re-run takes seconds.
 book: $(STAMP)
 	@line="$$($(PY) -c 'import kdlite; print(kdlite.scale())')" || exit 1; echo "$$line"; \
-	if [ "$$(cat _build/.kdlite-scale 2>/dev/null)" != "$$line" ]; then \
+	key="$$line · results $$(cat results/*.json 2>/dev/null | cksum)"; \
+	if [ "$$(cat _build/.kdlite-scale 2>/dev/null)" != "$$key" ]; then \
 	  rm -rf _build/.doctrees _build/.jupyter_cache _build/jupyter_execute _build/html; fi; \
-	KDLITE_PROGRESS=0 $(JB) build . && echo "$$line" > _build/.kdlite-scale
+	KDLITE_PROGRESS=0 $(JB) build . && echo "$$key" > _build/.kdlite-scale
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
 ## make test: ruff, unit tests, every chapter at smoke scale with nbval, notebook-pair checks, a smoke book build

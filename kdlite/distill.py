@@ -69,7 +69,7 @@ def distill(
             device (like the student) but otherwise left bit-identical.
         train: as in ``fit``; a ``TensorDataset`` becomes a shuffling ``DeviceLoader`` of batch 128.
         epochs, optimizer, lr, val, **fit_kwargs: passed to ``kdlite.fit`` (not ``step``: that is ours).
-        temperature: T > 0.  alpha: in [0, 1], the weight of the soft term.
+        temperature: 0 < T <= 1e4 (see ``kd_loss``).  alpha: in [0, 1], the weight of the soft term.
         cache_teacher: compute the teacher's logits once, on the un-augmented training set, and reuse them
             every epoch (they arrive as ``batch[-1]``). Only for a ``TensorDataset`` or a ``DeviceLoader``
             without ``augment``: with augmentation the teacher must see the student's view (Beyer et al.,

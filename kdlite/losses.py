@@ -35,10 +35,10 @@ def _check_temperature(temperature, high: float = math.inf) -> float:
         raise ValueError(f"temperature must be a positive finite number (T > 0); got {temperature!r}")
     if temperature > high:
         raise ValueError(
-            f"temperature must be at most {high:g} in a distillation loss; got {temperature!r}. Above that, "
-            f"float32 rounding swamps the tiny differences between the soft targets and the loss is meaningless "
-            f"(it can even come out negative). The high-temperature limit of distillation is matching centred "
-            f"logits (chapter 2)"
+            f"temperature must be at most {high:g} in a distillation loss; got {temperature!r}. In float32 the "
+            f"loss's rounding error grows like T^2, and at such temperatures it swamps the loss, which can come "
+            f"out negative or NaN. For the high-temperature limit, match centred logits with an MSE instead "
+            f"(chapter 2)."
         )
     return float(temperature)
 
@@ -132,9 +132,12 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     the loss back-propagates into ``student_logits`` only. Logits are ``(B, C)`` (more leading dimensions are
     averaged over like the batch). Zero exactly when ``s == t``.
 
-    Precision: float32 rounds ``log p`` and ``log q`` to about 1e-7, and the ``T^2`` multiplies that error, so
-    the loss *value* is good to about 1e-6 (relative) at T = 20 but only to a few % at T = 1000 with small
-    logits; its gradient stays within about 1e-7 · T. Temperatures above ``MAX_TEMPERATURE`` (1e4) raise.
+    Precision: float32 rounds ``log p`` and ``log q`` to about 1e-7 and the ``T^2`` multiplies that error, so
+    the loss *value* degrades when T is large against the logits' spread. Measured relative errors: logits of
+    standard deviation 1, about 4e-4 at T = 100 and 2% at T = 1000; standard deviation 0.1, 0.3% at T = 100
+    and over 100% (even a negative loss) at T = 1000. The gradient stays accurate (its error grows only like
+    T). Temperatures above ``MAX_TEMPERATURE`` (1e4) raise: a guard against nonsense (a NaN at T = 1e20),
+    not a promise that every value below it is meaningful.
     """
     temperature = _check_temperature(temperature, MAX_TEMPERATURE)
     _check_logit_pair(student_logits, teacher_logits)

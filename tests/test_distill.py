@@ -229,6 +229,8 @@ def test_bad_arguments(digits, trained_teacher):
     for T in (0, -1.0, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="temperature"):
             distill(student, teacher, train, 1, temperature=T, alpha=0.5, **kw)
+    with pytest.raises(ValueError, match=r"temperature must be at most 10000"):
+        distill(student, teacher, train, 1, temperature=1e5, alpha=0.5, **kw)
     for a in (-0.5, 1.01, float("nan")):
         with pytest.raises(ValueError, match="alpha"):
             distill(student, teacher, train, 1, temperature=2.0, alpha=a, **kw)
