@@ -110,7 +110,13 @@ def _cached(name: str, root: Path, download: bool) -> tuple[np.ndarray, ...]:
     """
     path = root / f"{name}.pt"
     if path.exists():
-        return torch.load(path, weights_only=True)
+        try:
+            return torch.load(path, weights_only=True)
+        except Exception as e:  # a file written by something else, or damaged on disk
+            raise RuntimeError(
+                f"the cached dataset file {path} could not be read ({type(e).__name__}); expected the four tensors "
+                f"kdlite writes there. Delete the file and load {name!r} again to rebuild it."
+            ) from None
     root.mkdir(parents=True, exist_ok=True)
     arrays = _torchvision(name, root, download)
     fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{name}-", suffix=".partial")

@@ -306,3 +306,9 @@ def test_dataset_names_are_forgiving_and_suggest_the_closest():
         load_dataset("cifar-10")
     with pytest.raises(TypeError, match="dataset must be a TensorDataset or a tuple of tensors.*got str"):
         DeviceLoader("digits", 2)
+
+
+def test_unreadable_cache_file_is_a_clear_error(tmp_path):
+    (tmp_path / "mnist.pt").write_bytes(b"not a torch file")
+    with pytest.raises(RuntimeError, match=r"mnist\.pt could not be read.*Delete the file"):
+        load_dataset("mnist", root=tmp_path, download=False)
