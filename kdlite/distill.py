@@ -19,9 +19,10 @@ from torch.utils.data import TensorDataset
 
 from .data import DeviceLoader
 from .losses import MAX_TEMPERATURE, _check_temperature, _check_weight, distillation_loss
-from .train import Batch, History, fit, training_device
+from .train import Batch, History, _as_batches, fit, training_device
 
 ExtraLoss = Callable[[torch.Tensor, torch.Tensor, Batch], torch.Tensor]
+Weight = float | Callable[[int], float]  # a number, or a function of the epoch (1, 2, ...)
 
 
 def distill(
@@ -34,7 +35,7 @@ def distill(
     alpha: float,
     optimizer: torch.optim.Optimizer | None = None,
     lr: float | None = None,
-    extra_losses: Sequence[tuple[float, ExtraLoss]] = (),
+    extra_losses: Sequence[tuple[Weight, ExtraLoss]] = (),
     cache_teacher: bool = False,
     val: Iterable[Batch] | TensorDataset | None = None,
     **fit_kwargs,
@@ -50,8 +51,11 @@ def distill(
 
     Extra losses: ``extra_losses`` is a sequence of ``(weight, fn)`` pairs; ``fn(student_logits,
     teacher_logits, batch)`` returns a scalar. The batch is what the loader yields (``batch[0]`` inputs,
-    ``batch[1]`` labels). A feature loss reads intermediate features from ``kdlite.features.FeatureTap``s
-    kept open around the call::
+    ``batch[1]`` labels). A weight is a number or a function of the epoch, ``w(epoch) -> float`` with
+    ``epoch = 1, 2, ..., epochs`` (called at every step), e.g. the linear warm-up of DKD's published recipe,
+    ``lambda epoch: min(epoch / 20, 1.0)``; it needs a ``train`` with a length (a ``TensorDataset``, a
+    ``DeviceLoader``, a ``DataLoader``), since the epoch is counted in steps. A feature loss reads
+    intermediate features from ``kdlite.features.FeatureTap``s kept open around the call::
 
         conn = connector(s_shape, t_shape)
         with FeatureTap(student, "features.3") as st, FeatureTap(teacher, "features.7") as tt:
@@ -97,10 +101,14 @@ def distill(
         teacher.requires_grad_(False)
         if cache_teacher:
             train = _with_teacher_logits(teacher, train, device)
+        steps_per_epoch = None
+        if any(callable(weight) for weight, _ in extra_losses):
+            train = _as_batches(train, 128, shuffle=True, device=device, name="train")  # what fit would do
+            steps_per_epoch = _steps_per_epoch(train)
         trained = [p for p in student.parameters() if p.requires_grad] + extra_params
         if optimizer is not None:
             trained = [p for group in optimizer.param_groups for p in group["params"]]
-        step = _make_step(teacher, temperature, alpha, extra_losses, cache_teacher, trained)
+        step = _make_step(teacher, temperature, alpha, extra_losses, cache_teacher, trained, steps_per_epoch)
         return fit(student, train, epochs, optimizer=optimizer, lr=lr, val=val, step=step,
                    extra_params=extra_params, **fit_kwargs)
     finally:
@@ -110,9 +118,22 @@ def distill(
             p.requires_grad_(flag)
 
 
-def _make_step(teacher, temperature, alpha, extra_losses, cached, trained):
-    """The ``step(student, batch) -> (loss, logits)`` that ``fit`` minimises."""
+def _steps_per_epoch(train) -> int:
+    """The number of batches ``fit`` will see in one epoch of ``train``."""
+    try:
+        return len(train)
+    except TypeError:
+        raise ValueError(
+            f"an extra loss weight that depends on the epoch needs a train with a length (a TensorDataset, a "
+            f"DeviceLoader or a DataLoader) to count epochs in steps; got {type(train).__name__}, which has none"
+        ) from None
+
+
+def _make_step(teacher, temperature, alpha, extra_losses, cached, trained, steps_per_epoch=None):
+    """The ``step(student, batch) -> (loss, logits)`` that ``fit`` minimises. With ``steps_per_epoch``, the
+    epoch (1, 2, ...) is counted from the number of steps taken, for the weights that are functions of it."""
     unchecked = [True]
+    steps = [0]
 
     def step(student: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = batch[0], batch[1]
@@ -123,7 +144,11 @@ def _make_step(teacher, temperature, alpha, extra_losses, cached, trained):
             with torch.no_grad():
                 t = teacher(x)
         loss = distillation_loss(s, t, y, temperature, alpha)
+        epoch = steps[0] // steps_per_epoch + 1 if steps_per_epoch else None
+        steps[0] += 1
         for k, (weight, fn) in enumerate(extra_losses):
+            if callable(weight):
+                weight = _checked_weight(k, epoch, weight(epoch))
             loss = loss + weight * _checked_term(k, fn(s, t, batch), finite=unchecked[0])
         if unchecked[0]:  # once: is every parameter the loss depends on being trained?
             _check_all_trained(loss, trained)
@@ -131,6 +156,15 @@ def _make_step(teacher, temperature, alpha, extra_losses, cached, trained):
         return loss, s
 
     return step
+
+
+def _checked_weight(k: int, epoch: int, weight) -> float:
+    """What a weight function returned must be a finite number; say which one, and at which epoch, did not."""
+    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight):
+        raise ValueError(
+            f"extra_losses[{k}] weight function returned {weight!r} at epoch {epoch}; expected a finite number"
+        )
+    return float(weight)
 
 
 def _checked_term(k: int, term, finite: bool) -> torch.Tensor:
@@ -167,7 +201,7 @@ def _check_all_trained(loss: torch.Tensor, trained: list[torch.Tensor]) -> None:
         )
 
 
-def _check_extra_losses(extra_losses) -> list[tuple[float, ExtraLoss]]:
+def _check_extra_losses(extra_losses) -> list[tuple[Weight, ExtraLoss]]:
     out = []
     for i, item in enumerate(extra_losses):
         if not (isinstance(item, (tuple, list)) and len(item) == 2 and callable(item[1])):
@@ -176,8 +210,13 @@ def _check_extra_losses(extra_losses) -> list[tuple[float, ExtraLoss]]:
                 f"fn(student_logits, teacher_logits, batch) -> scalar; got {item!r}"
             )
         weight = item[0]
+        if callable(weight):  # a function of the epoch, checked when it is called
+            out.append((weight, item[1]))
+            continue
         if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight):
-            raise ValueError(f"extra_losses[{i}] weight must be a finite number; got {weight!r}")
+            raise ValueError(
+                f"extra_losses[{i}] weight must be a finite number or a function of the epoch; got {weight!r}"
+            )
         out.append((float(weight), item[1]))
     return out
 

@@ -193,6 +193,11 @@ def dkd_loss(
     Classic KD is ``TCKD + (1 - q_y) · NCKD``; DKD frees NCKD from the ``(1 - q_y)`` factor that suppresses it
     exactly where the teacher is confident. Add the cross-entropy on the labels yourself (in ``distill``:
     ``alpha=0`` there, and this loss in ``extra_losses``). Needs C >= 2.
+
+    No warm-up: this is the loss of one batch. The published recipe (the authors' mdistiller code) multiplies it
+    by ``min(epoch / 20, 1)``, ramping it up linearly over the first 20 of 240 epochs (epochs counted from 1);
+    to do the same, give ``distill`` a weight that is a function of the epoch,
+    ``extra_losses=[(lambda epoch: min(epoch / 20, 1.0), lambda s, t, b: dkd_loss(s, t, b[1], 4.0, 1.0, 8.0))]``.
     """
     temperature = _check_temperature(temperature, MAX_TEMPERATURE)
     alpha = _check_weight("alpha", alpha)

@@ -1,6 +1,7 @@
 """kdlite.distill: the teacher stays frozen and untouched, caching, extra losses with trained connectors."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -261,3 +262,57 @@ def test_extra_losses_must_give_finite_scalars(digits, trained_teacher):
     empty = torch.utils.data.TensorDataset(torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long))
     with pytest.raises(ValueError, match="empty training set"):
         distill(student, teacher, empty, 1, cache_teacher=True, **kw)
+
+
+def test_extra_loss_weight_as_a_function_of_the_epoch(digits, trained_teacher):
+    """A weight w(epoch) is called at every step with the epoch 1, 2, ...; a term of value 1 and zero gradient
+    leaves the training unchanged and adds exactly w(epoch) to each epoch's mean training loss."""
+    n = len(loader(digits[0]))
+    seen = []
+
+    def warmup(epoch):  # DKD's published warm-up, over 2 epochs instead of 20
+        seen.append(epoch)
+        return min(epoch / 2, 1.0)
+
+    def one(s, t, batch):
+        return s.sum() * 0.0 + 1.0
+
+    runs = {}
+    for name, extra in (("plain", []), ("warm-up", [(warmup, one)])):
+        seed_everything(0)
+        runs[name] = distill(MLP(64, 16, 10), trained_teacher, loader(digits[0]), 3, temperature=4.0, alpha=0.5,
+                             extra_losses=extra, progress=False)
+    assert seen == [1] * n + [2] * n + [3] * n
+    added = [b - a for a, b in zip(runs["plain"]["train_loss"], runs["warm-up"]["train_loss"], strict=True)]
+    assert added == pytest.approx([0.5, 1.0, 1.0], abs=1e-5)
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_epoch_weights_with_a_tensor_dataset(digits, trained_teacher, cache):
+    """A TensorDataset becomes fit's loader of batch 128 before the steps are counted, cached logits or not."""
+    seen = []
+    distill(MLP(64, 16, 10), trained_teacher, digits[0], 2, temperature=4.0, alpha=0.5, cache_teacher=cache,
+            extra_losses=[(lambda epoch: seen.append(epoch) or 1.0, lambda s, t, b: kd_loss(s, t, 2.0))],
+            progress=False)
+    n = math.ceil(len(digits[0]) / 128)
+    assert seen == [1] * n + [2] * n
+
+
+def test_bad_epoch_weights(digits, trained_teacher):
+    student, kw = MLP(64, 16, 10), dict(temperature=2.0, alpha=0.5, progress=False)
+    before = snapshot(student)
+    term = lambda s, t, b: kd_loss(s, t, 2.0)  # noqa: E731
+    for bad in (float("nan"), "1", None, True):
+        with pytest.raises(ValueError, match=rf"extra_losses\[1\] weight function returned {bad!r} at epoch 1; "
+                                             r"expected a finite number"):
+            distill(student, trained_teacher, loader(digits[0]), 1,
+                    extra_losses=[(1.0, term), (lambda epoch, bad=bad: bad, term)], **kw)
+    assert_bit_identical(student, before)  # raised before any optimizer step
+
+    class NoLength:
+        def __iter__(self):
+            return iter(loader(digits[0]))
+
+    with pytest.raises(ValueError, match=r"needs a train with a length.*got NoLength"):
+        distill(student, trained_teacher, NoLength(), 1, extra_losses=[(lambda epoch: 1.0, term)], **kw)
+    distill(student, trained_teacher, NoLength(), 1, extra_losses=[(1.0, term)], **kw)  # a number needs no length
