@@ -260,6 +260,33 @@ def test_rewind_resets_survivors_to_init_and_keeps_masks():
         rewind(model, {})
 
 
+def test_lottery_rounds_with_the_output_layer_at_half_the_rate():
+    """Frankle & Carbin's rates: hidden layers lose p of their weights per round, the output layer p / 2. Two
+    layer-wise calls with ``modules`` do it; each layer's zeros are its own smallest magnitudes, counted by hand
+    in float64, previously pruned weights stay pruned, and rewinding between rounds keeps every mask."""
+    model = _mlp()
+    init = copy.deepcopy(model.state_dict())
+    hidden, output = ["net.1", "net.3"], ["net.5"]
+    pruned_before = {}
+    for r in (1, 2, 3):
+        fit(model, _data(seed=r), 1, progress=False, device="cpu")
+        scores = {n: w.abs() for n, w in _weights(model).items()}  # pruned weights already read as 0
+        masks = {**magnitude_prune(model, 1 - 0.8**r, scope="layer", modules=hidden),
+                 **magnitude_prune(model, 1 - 0.9**r, scope="layer", modules=output)}
+        rewind(model, init)
+        s = sparsity(model)
+        for name, rate in [(n, 0.8) for n in hidden] + [(n, 0.9) for n in output]:
+            w = model.get_submodule(name).weight
+            k = round((1 - rate**r) * w.numel())
+            assert int((~masks[name]).sum()) == k and s[name] == k / w.numel()
+            assert scores[name][~masks[name]].max() <= scores[name][masks[name]].min()
+            assert torch.equal(w[masks[name]], init[f"{name}.weight"][masks[name]])
+            if name in pruned_before:
+                assert not (masks[name] & pruned_before[name]).any()
+            pruned_before[name] = ~masks[name]
+    assert s["net.5"] < s["net.1"]
+
+
 def test_apply_masks_checks_shapes():
     with pytest.raises(ValueError, match="shape"):
         apply_masks(_mlp(), {"net.1": torch.ones(3, 3, dtype=torch.bool)})
