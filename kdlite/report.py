@@ -144,17 +144,21 @@ def _where() -> str:
     return f"CPU {name}, {os.cpu_count()} cores"
 
 
-def save_results(name: str, rows: Sequence[dict], note: str = "") -> Path | None:
+def save_results(name: str, rows: Sequence[dict], note: str = "", data: str | Sequence[str] = "") -> Path | None:
     """Save a chapter's table ``rows`` (and a one-line ``note``) with where they came from, as
     ``$KDLITE_RESULTS/name.json``, when that variable is set; otherwise do nothing and return None.
 
     The record holds the scale line (``kdlite.scale()``: datasets, epochs, seeds), the device, the torch version
-    and the date. GPU runs collect a chapter's headline tables this way; the chapter shows the recorded ones with
+    and the date; ``data`` names the datasets exactly as they were (``kdlite.data.describe_dataset``: "MNIST (60 000
+    / 10 000)"). GPU runs collect a chapter's headline tables this way; the chapter shows the recorded ones with
     :func:`show_recorded`, so that the numbers in the book are the measured ones, not copies. ``name`` (a plain
     file name) and ``rows`` (dicts) are checked even when nothing is saved.
     """
     _check_name(name, "03_hinton")
     rows = _rows(rows)
+    data = [data] if isinstance(data, str) else list(data)
+    if not all(isinstance(d, str) for d in data):
+        raise TypeError(f"data must be a str or a sequence of str (from kdlite.data.describe_dataset); got {data!r}")
     folder = os.environ.get("KDLITE_RESULTS")
     if not folder:
         return None
@@ -165,6 +169,7 @@ def save_results(name: str, rows: Sequence[dict], note: str = "") -> Path | None
     record = {
         "name": name,
         "scale": str(scale()),
+        "data": " · ".join(d for d in data if d),
         "device": _where(),
         "torch": torch.__version__,
         "date": datetime.date.today().isoformat(),
@@ -190,7 +195,8 @@ def show_recorded(path: str | Path) -> dict | None:
         rows, where = record["rows"], f"{record['device']} · torch {record['torch']} · {record['date']}"
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{path} is not a results file written by kdlite.report.save_results ({e!r})") from None
-    print(f"Recorded: {where}\n{record.get('scale', '')}")
+    data = f"\ndata: {record['data']}" if record.get("data") else ""
+    print(f"Recorded: {where}\n{record.get('scale', '')}{data}")
     show_table(rows)
     if record.get("note"):
         print(record["note"])

@@ -7,6 +7,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import kdlite
 from kdlite import data as kdata
 from kdlite.data import DeviceLoader, load_dataset
+from kdlite.data import cache as kcache
 
 
 @pytest.mark.parametrize(
@@ -78,36 +79,37 @@ def test_failed_download_is_clear_and_leaves_no_cache(tmp_path, monkeypatch):
     assert "mnist" in msg and str(tmp_path) in msg and "digits" in msg and "KDLITE_OFFLINE" in msg
     assert e.value.__cause__ is None  # no urllib traceback chained to the reader's error
     assert not (tmp_path / "mnist.pt").exists()  # nothing that could later load as complete
-    assert not (tmp_path / "mnist-raw").exists()  # and no partial download left behind
+    assert list(tmp_path.iterdir()) == []  # and no partial download left behind
 
 
 def test_cache_is_written_atomically_and_reused(tmp_path, monkeypatch):
     calls = []
 
-    def fake_download(name, root, download):
+    def fake_download(name, root):
         calls.append(name)
-        x = torch.rand(20, 1, 28, 28).numpy()
-        y = (torch.arange(20) % 10).numpy()
-        return x, x[:10], y, y[:10]
+        x = torch.randint(0, 256, (20, 1, 28, 28), dtype=torch.uint8).numpy()
+        y = (torch.arange(20) % 10).to(torch.uint8).numpy()
+        return {"x_train": x, "y_train": y, "x_test": x[:10], "y_test": y[:10]}
 
-    monkeypatch.setattr(kdata, "_torchvision", fake_download)
+    monkeypatch.setattr(kcache, "_download", fake_download)
     train, test = load_dataset("fashion-mnist", root=tmp_path)
     assert len(train) == 20 and len(test) == 10 and (tmp_path / "fashion-mnist.pt").exists()
-    assert not list(tmp_path.glob("*.partial"))
+    assert not list(tmp_path.glob(".*"))
     load_dataset("fashion-mnist", root=tmp_path)
     assert calls == ["fashion-mnist"]  # second load came from the cache
 
 
 def test_interrupted_cache_write_leaves_nothing(tmp_path, monkeypatch):
-    arrays = (torch.rand(4, 1, 2, 2).numpy(),) * 2 + ((torch.arange(4) % 2).numpy(),) * 2
-    monkeypatch.setattr(kdata, "_torchvision", lambda *a: arrays)
+    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8).numpy()
+    y = (torch.arange(4) % 2).to(torch.uint8).numpy()
+    monkeypatch.setattr(kcache, "_download", lambda *a: {"x_train": x, "y_train": y, "x_test": x, "y_test": y})
 
     def dying_save(obj, path):
         with open(path, "wb") as f:
             f.write(b"half a file")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(kdata.torch, "save", dying_save)
+    monkeypatch.setattr(kcache.torch, "save", dying_save)
     with pytest.raises(KeyboardInterrupt):
         load_dataset("cifar10", root=tmp_path)
     assert list(tmp_path.iterdir()) == []

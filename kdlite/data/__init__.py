@@ -1,0 +1,45 @@
+"""Datasets that live on the device, and a loader that batches them by slicing.
+
+The book's datasets are small enough to sit whole in memory (CIFAR-10's 50 000 training images are 600 MB as
+float32), so instead of torch's ``DataLoader``, which collates one sample at a time in Python, a
+:class:`DeviceLoader` keeps the tensors on the device and yields batches as slices.
+
+- ``datasets``: :func:`load_dataset`, the offline datasets and the four that torchvision downloads;
+- ``cache``: the cache folder (uint8, checked on load), :func:`import_dataset` for a local copy without a network;
+- ``sources``: reading that local copy (an ``.npz`` file, or the files torchvision writes);
+- ``loader``: :class:`DeviceLoader` and batch augmentations (``random_crop``, ``random_flip``, ``crop_and_flip``).
+
+``python -m kdlite.data --help`` lists the command-line tools (``import``, ``list``).
+"""
+
+from .cache import (
+    DOWNLOADABLE_DATASETS,
+    OFFLINE_DATASETS,
+    DatasetCacheError,
+    DatasetDownloadError,
+    cache_note,
+    data_root,
+    import_dataset,
+    is_cached,
+)
+from .datasets import DATASETS, dataset_name, describe_dataset, load_dataset
+from .loader import DeviceLoader, crop_and_flip, random_crop, random_flip
+
+__all__ = [
+    "DATASETS",
+    "DOWNLOADABLE_DATASETS",
+    "OFFLINE_DATASETS",
+    "DatasetCacheError",
+    "DatasetDownloadError",
+    "DeviceLoader",
+    "cache_note",
+    "crop_and_flip",
+    "data_root",
+    "dataset_name",
+    "describe_dataset",
+    "import_dataset",
+    "is_cached",
+    "load_dataset",
+    "random_crop",
+    "random_flip",
+]

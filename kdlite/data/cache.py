@@ -1,0 +1,277 @@
+"""The dataset cache: one file per downloadable dataset, uint8 images with a checksum, written whole or not at all.
+
+``root/NAME.pt`` holds a dict: the dataset's name, ``x_train``/``x_test`` uint8 ``(N, C, H, W)``,
+``y_train``/``y_test`` uint8 ``(N,)`` and the SHA-256 of all of them. Loading checks every one of these, so a damaged
+file or one copied under another name raises instead of loading as data. A file is first written under a temporary
+name and renamed into place only when complete; a lock keeps two processes (a class on a shared disk) from building
+the same file at once, and each works in a temporary folder of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .sources import KEYS, SPECS, checked, read_source
+
+FORMAT = 2  # 1: a tuple of four float32/int64 tensors (kdlite 0.1); 2: this
+OFFLINE_DATASETS = ("digits", "mnist-5k", "mnist1d")
+DOWNLOADABLE_DATASETS = tuple(SPECS)
+REBUILD = "python -m kdlite.data import {name} SOURCE"
+
+
+class DatasetDownloadError(RuntimeError):
+    """A torchvision dataset could not be downloaded (no network, or the server failed)."""
+
+
+class DatasetCacheError(ValueError, RuntimeError):
+    """The cache folder cannot be used, or a cache file is damaged or not what its name says."""
+
+
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """The cache folder: ``root`` if given, else ``$KDLITE_DATA``, else ``~/.cache/kdlite``."""
+    return Path(root or os.environ.get("KDLITE_DATA") or Path.home() / ".cache" / "kdlite").expanduser()
+
+
+def is_cached(name: str, root: str | os.PathLike | None = None) -> bool:
+    """Whether the downloadable dataset ``name`` has a cache file in the cache folder (not checked: see load)."""
+    return (data_root(root) / f"{name}.pt").is_file()
+
+
+def import_dataset(
+    name: str, source: str | os.PathLike, root: str | os.PathLike | None = None, *, note: str = ""
+) -> Path:
+    """Put a local copy of a downloadable dataset into the cache folder, so that it loads with no network.
+
+    Args:
+        name: ``"mnist"``, ``"fashion-mnist"``, ``"cifar10"`` or ``"cifar100"``.
+        source: an ``.npz`` file with ``x_train, y_train, x_test, y_test`` (uint8 images ``N×H×W`` or ``N×H×W×C``,
+            integer labels ``(N,)`` or ``(N, 1)``: the layout of Keras' ``mnist.npz``); or what torchvision
+            downloads: its folder (MNIST's IDX files, ``.gz`` or not; ``cifar-10-batches-py/``,
+            ``cifar-100-python/``) or CIFAR's ``.tar.gz`` archive.
+        root: the cache folder (default ``$KDLITE_DATA`` or ``~/.cache/kdlite``).
+        note: what the copy is, kept with it and named in every record of results made from it (e.g. ``"JPEG
+            copy"`` for a lossy copy of CIFAR-10).
+
+    Returns the cache file's path. A bad source raises a ``ValueError`` naming the file, the key and what was
+    expected; nothing is written unless the whole import succeeds.
+    """
+    from .datasets import dataset_name
+
+    name = dataset_name(name)
+    if not isinstance(note, str):
+        raise TypeError(f"note must be a str; got {type(note).__name__}")
+    if name not in DOWNLOADABLE_DATASETS:
+        raise ValueError(f"name must be a dataset to download: {', '.join(DOWNLOADABLE_DATASETS)}; got {name!r} "
+                         f"(the offline datasets {', '.join(OFFLINE_DATASETS)} need no import)")
+    arrays = checked(name, read_source(name, Path(source).expanduser()))
+    root = _writable(data_root(root))
+    with _locked(root, name):
+        return _save(name, arrays, root, note.strip())
+
+
+def cache_note(name: str, root: str | os.PathLike | None = None) -> str:
+    """The note an import kept with ``name``'s cache file ("" if none, or if there is no such file)."""
+    path = data_root(root) / f"{name}.pt"
+    try:
+        record = torch.load(path, weights_only=True, mmap=True)  # mmap: the note without reading the images
+    except Exception:  # noqa: BLE001  (missing or unreadable: loading the data will say why)
+        return ""
+    return record.get("note", "") if isinstance(record, dict) else ""
+
+
+def cached(name: str, root: Path, download: bool) -> dict[str, torch.Tensor]:
+    """The arrays of ``name`` from ``root/NAME.pt``; downloads and caches them first if missing and ``download``."""
+    if root.exists() and not root.is_dir():
+        raise DatasetCacheError(f"the cache folder {root} is a file, not a folder; pass root= or set KDLITE_DATA "
+                                f"to a folder")
+    path = root / f"{name}.pt"
+    if not path.exists() and not download:
+        raise DatasetDownloadError(
+            f"dataset {name!r} is not in the cache folder {root} and download=False; pass download=True with a "
+            f"network, import a local copy ({REBUILD.format(name=name)}), or use an offline dataset: "
+            f"{', '.join(OFFLINE_DATASETS)}")
+    if not path.exists():
+        root = _writable(root)
+        with _locked(root, name):
+            if not path.exists():  # another process may have built it while we waited for the lock
+                _save(name, _download(name, root), root)
+    return _load(name, path)
+
+
+# ------------------------------------------------------------------------------------------------ file format
+
+
+def _checksum(name: str, arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256(name.encode())
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}{a.shape}{a.dtype}".encode())
+        h.update(a.data)
+    return h.hexdigest()
+
+
+def _save(name: str, arrays: dict[str, np.ndarray], root: Path, note: str = "") -> Path:
+    """Write ``root/NAME.pt`` atomically: a temporary file, renamed into place when complete."""
+    path = root / f"{name}.pt"
+    record = {"kdlite_cache": FORMAT, "name": name, "note": note, "sha256": _checksum(name, arrays),
+              **{k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in arrays.items()}}
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{name}-", suffix=".partial")
+    os.close(fd)
+    try:
+        torch.save(record, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a shared cache must be readable as the umask says
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _load(name: str, path: Path) -> dict[str, torch.Tensor]:
+    rebuild = (f"Delete the file and load {name!r} again to rebuild it, or import a local copy: "
+               f"{REBUILD.format(name=name)}")
+    try:
+        record = torch.load(path, weights_only=True)
+    except Exception as e:  # a file written by something else, or damaged on disk
+        raise DatasetCacheError(f"the cached dataset file {path} could not be read ({type(e).__name__}); expected "
+                                f"the dataset kdlite writes there. {rebuild}") from None
+    if isinstance(record, tuple) and len(record) == 4:
+        arrays = _upgrade(name, path, record, rebuild)
+    elif not isinstance(record, dict) or record.get("kdlite_cache") != FORMAT:
+        raise DatasetCacheError(f"the cached dataset file {path} is not a kdlite cache file (format {FORMAT}). "
+                                f"{rebuild}")
+    elif record.get("name") != name:
+        raise DatasetCacheError(f"the cached dataset file {path} holds {record.get('name')!r}, not {name!r}. {rebuild}")
+    else:
+        arrays = {k: record[k].numpy() for k in KEYS if isinstance(record.get(k), torch.Tensor)}
+        problem = _invalid(name, arrays)
+        if problem:
+            raise DatasetCacheError(f"the cached dataset file {path} does not hold valid {name!r} data: {problem}. "
+                                    f"{rebuild}")
+        if _checksum(name, arrays) != record.get("sha256"):
+            raise DatasetCacheError(f"the cached dataset file {path} is damaged: its content does not match the "
+                                    f"checksum stored with it. {rebuild}")
+    return {k: torch.from_numpy(a) for k, a in arrays.items()}
+
+
+def _invalid(name: str, arrays: dict[str, np.ndarray]) -> str | None:
+    """What is wrong with cached arrays for ``name`` (shapes, dtypes, label range), or None."""
+    (c, h, w), classes = SPECS[name]
+    if sorted(arrays) != sorted(KEYS):
+        return f"it has the tensors {sorted(arrays)}; expected {', '.join(KEYS)}"
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.dtype != np.uint8 or x.shape[1:] != (c, h, w):
+            return f"x_{split} is {x.dtype} of shape {x.shape}; expected uint8 of shape (N, {c}, {h}, {w})"
+        if y.dtype != np.uint8 or y.shape != (len(x),):
+            return f"y_{split} is {y.dtype} of shape {y.shape}; expected uint8 of shape ({len(x)},)"
+        if len(y) and y.max() >= classes:
+            return f"y_{split} has a label {y.max()}; expected 0 .. {classes - 1}"
+    return None
+
+
+def _upgrade(name: str, path: Path, record: tuple, rebuild: str) -> dict[str, np.ndarray]:
+    """A cache of kdlite 0.1 (float32 images in [0, 1]): converted to uint8, which is exact (they were k / 255)."""
+    try:
+        as_u8 = lambda x: np.rint(x.astype(np.float64) * 255).clip(0, 255).astype(np.uint8)  # noqa: E731
+        xtr, ytr, xte, yte = (t.numpy() for t in (record[0], record[2], record[1], record[3]))
+        if not all(np.allclose(x * 255.0, as_u8(x), atol=1e-3) for x in (xtr, xte)):
+            raise ValueError("its images are not multiples of 1/255 in [0, 1]")
+        arrays = {"x_train": as_u8(xtr), "y_train": ytr.astype(np.uint8), "x_test": as_u8(xte),
+                  "y_test": yte.astype(np.uint8)}
+        problem = _invalid(name, arrays) or ("labels out of range" if min(ytr.min(), yte.min()) < 0 else None)
+    except (ValueError, TypeError, AttributeError, IndexError) as e:
+        problem = str(e)
+    if problem:
+        raise DatasetCacheError(f"the cached dataset file {path} (an older kdlite format) does not hold valid "
+                                f"{name!r} data: {problem}. {rebuild}")
+    try:
+        with _locked(path.parent, name):
+            _save(name, arrays, path.parent)
+        print(f"kdlite: {path} was written by an older kdlite (float32); rewrote it as uint8 with a checksum")
+    except OSError:
+        print(f"kdlite: {path} was written by an older kdlite (float32); converted it in memory (the folder is "
+              f"read-only: delete the file and load {name!r} again to rebuild it)")
+    return arrays
+
+
+# ---------------------------------------------------------------------------------- downloads and the folder
+
+
+def _download(name: str, root: Path) -> dict[str, np.ndarray]:
+    """Download ``name`` with torchvision into a temporary folder of this process, and read it as an import does."""
+    import http.client
+    import socket
+    import urllib.error
+
+    import torchvision.datasets as tvd
+
+    cls = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}
+    raw = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}-raw-"))
+    try:
+        try:
+            cls[name](str(raw), train=True, download=True)
+        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, socket.gaierror) as e:
+            raise DatasetDownloadError(
+                f"could not download dataset {name!r} into the cache folder {root} ({type(e).__name__}: {e}). "
+                f"Without a network, import a local copy ({REBUILD.format(name=name)}) or use an offline dataset: "
+                f"{', '.join(OFFLINE_DATASETS)} (or set KDLITE_OFFLINE=1 to let the chapters use them).") from None
+        except OSError as e:  # a full disk, a folder we may not write: not the network's fault
+            raise DatasetCacheError(f"could not write dataset {name!r} into the cache folder {root} "
+                                    f"({type(e).__name__}: {e}); set KDLITE_DATA to a folder with space you can "
+                                    f"write") from None
+        except RuntimeError as e:  # torchvision: "Error downloading ..." (every mirror failed) or a bad checksum
+            raise DatasetDownloadError(
+                f"could not download dataset {name!r} into the cache folder {root}: {e}. Try again later, or import "
+                f"a local copy ({REBUILD.format(name=name)}), or use an offline dataset: "
+                f"{', '.join(OFFLINE_DATASETS)} (or set KDLITE_OFFLINE=1 to let the chapters use them).") from None
+        return checked(name, read_source(name, raw))
+    finally:
+        shutil.rmtree(raw, ignore_errors=True)
+
+
+def _writable(root: Path) -> Path:
+    """``root``, created if missing; a clear error naming it and KDLITE_DATA if it is a file or cannot be written."""
+    hint = "pass root= or set KDLITE_DATA to a folder you can write"
+    if root.exists() and not root.is_dir():
+        raise DatasetCacheError(f"the cache folder {root} is a file, not a folder; {hint}")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DatasetCacheError(f"cannot create the cache folder {root} ({e.strerror or e}); {hint}") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise DatasetCacheError(f"cannot write into the cache folder {root} (permission denied); {hint}")
+    return root
+
+
+@contextlib.contextmanager
+def _locked(root: Path, name: str):
+    """Hold a lock on the folder ``root`` (where the OS has ``fcntl``), then clear what killed processes left."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock; only leftovers older than a day are surely abandoned
+        fcntl = None
+    fd = os.open(root, os.O_RDONLY) if fcntl else None  # a lock on the folder itself leaves no lock file behind
+    try:
+        if fcntl:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        age = 0 if fcntl else 86400
+        for p in [*root.glob(f".{name}-*.partial"), *root.glob(f".{name}-raw-*"), root / f"{name}-raw"]:
+            with contextlib.suppress(OSError):
+                if p.exists() and time.time() - p.stat().st_mtime >= age:
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)

@@ -1,0 +1,112 @@
+"""A loader that keeps a small dataset whole on the device and batches it by slicing, and batch augmentations.
+
+Torch's ``DataLoader`` collates one sample at a time in Python. A :class:`DeviceLoader` keeps the tensors on the
+device, shuffles them once per epoch with one ``randperm``, and yields batches as slices. Augmentations are functions
+of a whole batch ``(N, C, H, W)``, run on the device too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+from torch.utils.data import TensorDataset
+
+
+def random_crop(x: torch.Tensor, padding: int = 4) -> torch.Tensor:
+    """Pad each image by ``padding`` zeros and crop it back at a random offset: a shift of up to ±padding pixels.
+
+    With ``padding=2`` on MNIST this is the "jitter by up to two pixels" of Hinton et al. (2015).
+    """
+    if x.dim() != 4:
+        raise ValueError(f"random_crop expects a batch of images (N, C, H, W); got shape {tuple(x.shape)}")
+    if padding <= 0:
+        return x
+    n, c, h, w = x.shape
+    xp = torch.nn.functional.pad(x, (padding, padding, padding, padding))
+    dy = torch.randint(0, 2 * padding + 1, (n, 1, 1), device=x.device)
+    dx = torch.randint(0, 2 * padding + 1, (n, 1, 1), device=x.device)
+    rows = (dy + torch.arange(h, device=x.device).view(1, h, 1)).expand(n, h, w)
+    cols = (dx + torch.arange(w, device=x.device).view(1, 1, w)).expand(n, h, w)
+    batch = torch.arange(n, device=x.device).view(n, 1, 1).expand(n, h, w)
+    return xp.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2).contiguous()  # (N, H, W, C) -> NCHW
+
+
+def random_flip(x: torch.Tensor) -> torch.Tensor:
+    """Flip each image left-right with probability 1/2."""
+    flip = torch.rand(x.shape[0], device=x.device) < 0.5
+    return torch.where(flip.view(-1, *([1] * (x.dim() - 1))), x.flip(-1), x)
+
+
+def crop_and_flip(x: torch.Tensor) -> torch.Tensor:
+    """The standard CIFAR augmentation: ``random_flip(random_crop(x, padding=4))``."""
+    return random_flip(random_crop(x, padding=4))
+
+
+
+class DeviceLoader:
+    """Batches of a ``TensorDataset`` kept whole on the device, made by index slicing.
+
+    Each epoch (each ``iter()``) draws a new permutation, so every sample appears exactly once per epoch.
+    Yields tuples of tensors, one per tensor of the dataset: ``(x, y)``, or ``(x, y, extra)`` for more.
+
+    Args:
+        dataset: a ``TensorDataset`` (or a tuple of tensors of equal length).
+        batch_size: samples per batch (> 0).
+        shuffle: a new random order each epoch; otherwise the stored order.
+        device: where the tensors live (default: ``kdlite.get_device()``).
+        augment: a function applied to each input batch ``x`` on the device (e.g. ``crop_and_flip``).
+        drop_last: drop the last, smaller batch.
+        seed: seed of the loader's own random generator (orders are then reproducible).
+    """
+
+    def __init__(
+        self,
+        dataset: TensorDataset | tuple[torch.Tensor, ...],
+        batch_size: int,
+        shuffle: bool = True,
+        device: torch.device | str | None = None,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        drop_last: bool = False,
+        seed: int | None = None,
+    ):
+        from ..train import get_device
+
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
+        if isinstance(dataset, TensorDataset):
+            tensors = dataset.tensors
+        elif isinstance(dataset, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in dataset):
+            tensors = tuple(dataset)
+        else:
+            raise TypeError(f"dataset must be a TensorDataset or a tuple of tensors (e.g. from "
+                            f"kdlite.load_dataset); got {type(dataset).__name__}")
+        if not tensors or any(len(t) != len(tensors[0]) for t in tensors):
+            raise ValueError("dataset must hold one or more tensors of the same length")
+        self.device = torch.device(device) if device is not None else get_device()
+        self.tensors = tuple(t.to(self.device) for t in tensors)
+        self.batch_size, self.shuffle, self.augment, self.drop_last = batch_size, shuffle, augment, drop_last
+        self.generator = torch.Generator()
+        self.generator.manual_seed(seed if seed is not None else int(torch.randint(2**62, ()).item()))
+
+    @property
+    def n(self) -> int:
+        """Number of samples."""
+        return len(self.tensors[0])
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        tensors = self.tensors
+        if self.shuffle:  # one gather per epoch, then every batch is a view
+            perm = torch.randperm(self.n, generator=self.generator).to(self.device)
+            tensors = tuple(t[perm] for t in tensors)
+        for i in range(len(self)):
+            batch = tuple(t[i * self.batch_size : (i + 1) * self.batch_size] for t in tensors)
+            if self.augment is not None:
+                batch = (self.augment(batch[0]), *batch[1:])
+            yield batch
+
+    def __repr__(self) -> str:
+        return f"DeviceLoader(n={self.n}, batch_size={self.batch_size}, batches={len(self)}, device={self.device})"

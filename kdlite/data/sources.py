@@ -1,0 +1,222 @@
+"""Reading a local copy of a downloadable dataset: a Keras-style ``.npz`` file, or the files torchvision writes.
+
+Every reader returns the same four arrays, in the layout of Keras' ``mnist.npz``: ``x_train``, ``x_test`` uint8
+images ``(N, H, W)`` (MNIST-likes) or ``(N, H, W, C)`` (CIFAR), and ``y_train``, ``y_test`` integer labels ``(N,)``.
+:func:`checked` then validates them against the dataset's shape and classes and returns them as the cache stores
+them: images ``(N, C, H, W)`` uint8, labels ``(N,)`` uint8.
+
+Nothing here needs torch or torchvision: the formats are simple enough to read with numpy (MNIST's IDX files are a
+short header and raw bytes; CIFAR's batches are pickled dicts of numpy arrays, read with an unpickler that builds
+numpy arrays and nothing else).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import pickle
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+# name -> (image shape (C, H, W), number of classes)
+SPECS = {
+    "mnist": ((1, 28, 28), 10),
+    "fashion-mnist": ((1, 28, 28), 10),
+    "cifar10": ((3, 32, 32), 10),
+    "cifar100": ((3, 32, 32), 100),
+}
+KEYS = ("x_train", "y_train", "x_test", "y_test")
+IDX_FILES = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
+             "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}
+TORCHVISION_FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST",
+                       "cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+
+
+def read_source(name: str, source: Path) -> dict[str, tuple[np.ndarray, str]]:
+    """The four arrays of ``source``, each with the file (and key) it came from, for error messages."""
+    if source.is_dir():
+        return _read_cifar_folder(name, source) if name.startswith("cifar") else _read_idx_folder(name, source)
+    if not source.exists():
+        raise ValueError(f"source {str(source)!r} does not exist; expected an .npz file, a folder written by "
+                         f"torchvision, or CIFAR's .tar.gz archive")
+    if source.name.endswith((".tar.gz", ".tgz", ".tar")) and name.startswith("cifar"):
+        return _read_cifar_archive(name, source)
+    if source.suffix == ".npz":
+        return _read_npz(source)
+    raise ValueError(f"source {str(source)!r} is not a dataset file kdlite can read; expected an .npz file (x_train, "
+                     f"y_train, x_test, y_test), a folder written by torchvision, or CIFAR's .tar.gz archive")
+
+
+def checked(name: str, arrays: dict[str, tuple[np.ndarray, str]]) -> dict[str, np.ndarray]:
+    """Validate the four arrays for dataset ``name``; return images (N, C, H, W) uint8 and labels (N,) uint8."""
+    (c, h, w), classes = SPECS[name]
+    want = (h, w) if c == 1 else (h, w, c)
+    out = {}
+    for split in ("train", "test"):
+        (x, x_from), (y, y_from) = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.dtype != np.uint8:
+            raise ValueError(f"{x_from}: x_{split} has dtype {x.dtype}; expected uint8 images (pixel values 0..255)")
+        if x.ndim != 1 + len(want) or x.shape[1:] != want or len(x) == 0:
+            raise ValueError(f"{x_from}: x_{split} has shape {x.shape}; expected (N, {', '.join(map(str, want))}) "
+                             f"images for {name!r}, N ≥ 1")
+        if not np.issubdtype(y.dtype, np.integer) or y.ndim not in (1, 2) or (y.ndim == 2 and y.shape[1] != 1):
+            raise ValueError(f"{y_from}: y_{split} has shape {y.shape} and dtype {y.dtype}; expected integer labels "
+                             f"of shape (N,) or (N, 1)")
+        y = y.reshape(-1)
+        if len(y) != len(x):
+            raise ValueError(f"{y_from}: y_{split} holds {len(y)} labels for {len(x)} images in x_{split}; expected "
+                             f"one label per image")
+        if y.min() < 0 or y.max() >= classes:
+            raise ValueError(f"{y_from}: y_{split} has labels from {y.min()} to {y.max()}; expected 0 .. "
+                             f"{classes - 1} for {name!r}")
+        out[f"x_{split}"] = x.reshape(len(x), h, w, c).transpose(0, 3, 1, 2).copy()  # (N, C, H, W), writable
+        out[f"y_{split}"] = y.astype(np.uint8)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- the readers
+
+
+def _read_npz(path: Path) -> dict[str, tuple[np.ndarray, str]]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in KEYS if k not in z.files]
+            if missing:
+                raise ValueError(f"{path}: missing key {missing[0]!r}; expected the arrays {', '.join(KEYS)} "
+                                 f"(found: {', '.join(z.files) or 'none'})")
+            return {k: (z[k], f"{path} [{k}]") for k in KEYS}
+    except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as e:
+        raise _unreadable(path, e) from None
+    except ValueError as e:
+        if str(e).startswith(str(path)):
+            raise
+        raise _unreadable(path, e) from None  # numpy's messages for pickled or truncated members
+
+
+def _read_idx_folder(name: str, folder: Path) -> dict[str, tuple[np.ndarray, str]]:
+    out = {}
+    for key, stem in IDX_FILES.items():
+        path = _find(folder, (stem, stem + ".gz"), prefer=TORCHVISION_FOLDERS[name])
+        out[key] = (_read_idx(path), str(path))
+    return out
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An IDX file (MNIST's format): a magic number (0, 0, type 0x08 = ubyte, ndim), ndim big-endian sizes, bytes."""
+    try:
+        raw = path.read_bytes()
+        raw = gzip.decompress(raw) if path.suffix == ".gz" else raw
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise _unreadable(path, e) from None
+    except Exception as e:  # zlib.error
+        raise _unreadable(path, e) from None
+    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 0x08 or raw[3] not in (1, 3):
+        raise ValueError(f"{path}: not an IDX file of unsigned bytes (magic {raw[:4].hex() or 'missing'}; expected "
+                         f"00000801 for labels or 00000803 for images)")
+    ndim = raw[3]
+    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4)) if len(raw) >= 4 + 4 * ndim else ()
+    size = int(np.prod(dims)) if dims else -1
+    if not dims or len(raw) != 4 + 4 * ndim + size:
+        raise ValueError(f"{path}: the file is truncated or damaged ({len(raw)} bytes; its header promises "
+                         f"{4 + 4 * ndim + max(size, 0)})")
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _read_cifar_folder(name: str, folder: Path) -> dict[str, tuple[np.ndarray, str]]:
+    base = TORCHVISION_FOLDERS[name]
+    found = folder if folder.name == base else next(iter(sorted(folder.rglob(base))), None)
+    if found is None or not found.is_dir():
+        raise ValueError(f"{folder}: no {base}/ folder in it; expected the folder torchvision writes for {name!r} "
+                         f"(or pass CIFAR's .tar.gz archive, or an .npz file)")
+
+    def read(member: str) -> tuple[bytes, str]:
+        path = found / member
+        try:
+            return path.read_bytes(), str(path)
+        except OSError as e:
+            raise ValueError(f"{path}: cannot be read ({e.strerror or e}); expected CIFAR's batch file {member!r}") \
+                from None
+
+    return _cifar_arrays(name, read)
+
+
+def _read_cifar_archive(name: str, path: Path) -> dict[str, tuple[np.ndarray, str]]:
+    base = TORCHVISION_FOLDERS[name]
+    try:
+        with tarfile.open(path) as tar:
+            def read(member: str) -> tuple[bytes, str]:
+                try:
+                    f = tar.extractfile(f"{base}/{member}")
+                except KeyError:
+                    f = None
+                if f is None:
+                    raise ValueError(f"{path}: no member {base}/{member}; expected CIFAR's archive for {name!r}")
+                return f.read(), f"{path} [{base}/{member}]"
+
+            return _cifar_arrays(name, read)
+    except (OSError, EOFError, tarfile.TarError) as e:
+        raise _unreadable(path, e) from None
+
+
+def _cifar_arrays(name: str, read) -> dict[str, tuple[np.ndarray, str]]:
+    """CIFAR's python batches: pickled dicts with b"data" (N, 3072) uint8, rows of R, G, B planes, and labels."""
+    members = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+    if name == "cifar100":
+        members = {"train": ["train"], "test": ["test"]}
+    label_key = b"fine_labels" if name == "cifar100" else b"labels"
+    out = {}
+    for split, names in members.items():
+        xs, ys, where = [], [], []
+        for member in names:
+            raw, origin = read(member)
+            batch = _unpickle(raw, origin)
+            if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
+                raise ValueError(f"{origin}: missing key {'data' if b'data' not in batch else label_key.decode()!r}; "
+                                 f"expected a CIFAR batch with 'data' and {label_key.decode()!r}")
+            x = np.asarray(batch[b"data"])
+            if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072:
+                raise ValueError(f"{origin}: 'data' has shape {x.shape} and dtype {x.dtype}; expected (N, 3072) "
+                                 f"uint8 (32×32 images, R, G, B planes)")
+            xs.append(x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+            ys.append(np.asarray(batch[label_key]))
+            where.append(origin)
+        out[f"x_{split}"] = (np.concatenate(xs), where[0] if len(where) == 1 else f"{where[0]} (and the others)")
+        out[f"y_{split}"] = (np.concatenate(ys), out[f"x_{split}"][1])
+    return out
+
+
+class _NumpyOnly(pickle.Unpickler):
+    """Unpickles dicts, lists and numpy arrays only: a CIFAR batch needs nothing else, and nothing else can run."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}  # bytes in protocol 2
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _unpickle(raw: bytes, origin: str):
+    try:
+        return _NumpyOnly(io.BytesIO(raw), encoding="bytes").load()
+    except Exception as e:  # truncated, foreign or unsafe pickles
+        raise _unreadable(origin, e) from None
+
+
+def _find(folder: Path, names: tuple[str, ...], prefer: str) -> Path:
+    """The file called one of ``names`` in ``folder`` or below, preferring a path through a folder named ``prefer``."""
+    hits = [p for n in names for p in sorted(folder.rglob(n)) if p.is_file()]
+    best = [p for p in hits if prefer in p.relative_to(folder).parts] or [p for p in hits if p.parent == folder]
+    if not (best or hits):
+        raise ValueError(f"{folder}: no file {names[0]} (or {names[1]}) in it; expected the folder torchvision writes "
+                         f"for this dataset (its IDX files, .gz or not)")
+    return (best or hits)[0]
+
+
+def _unreadable(path, e: BaseException) -> ValueError:
+    return ValueError(f"{path}: cannot be read, the file is truncated, damaged or not of the expected format "
+                      f"({type(e).__name__}: {e})")
