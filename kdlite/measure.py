@@ -10,6 +10,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from .device import synchronize
+
 _QUANTIZED = ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")  # static and dynamic, fused or not
 
 
@@ -137,11 +139,12 @@ def latency(
 ) -> float:
     """Median wall time in seconds of one forward pass on ``example_input``, after ``warmup`` untimed passes.
 
-    The model runs in eval mode without autograd; on CUDA each pass is synchronised. ``threads`` sets
+    The model runs in eval mode without autograd; on a GPU (CUDA, MPS, XPU) each pass waits for the device to finish
+    (``kdlite.device.synchronize``), so that the time is that of the computation, not of launching it. ``threads`` sets
     ``torch.set_num_threads`` for the measurement (restored afterwards).
     """
     _check_timing(model, example_input, warmup, repeats, threads)
-    sync = torch.cuda.synchronize if example_input.device.type == "cuda" else (lambda: None)
+    sync = lambda: synchronize(example_input.device)  # noqa: E731
     old_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+from .masks import PRUNABLE, remove_masks
+
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 CHANNELWISE = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish,
@@ -49,7 +50,7 @@ def channel_importance(weight: torch.Tensor, p: float = 1.0) -> torch.Tensor:
 
 
 def _supported(module: nn.Module) -> bool:
-    if isinstance(module, LAYERS):
+    if isinstance(module, PRUNABLE):
         return getattr(module, "groups", 1) == 1
     return isinstance(module, NORMS + CHANNELWISE)
 
@@ -66,7 +67,7 @@ def _follow(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[list[str], li
         target = user.target
         if user.op == "output":
             return norms, consumers, "output"
-        if user.op == "call_module" and isinstance(modules[target], LAYERS):
+        if user.op == "call_module" and isinstance(modules[target], PRUNABLE):
             consumers.append(target)
         elif user.op == "call_module" and isinstance(modules[target], NORMS):
             norms.append(target)
@@ -175,8 +176,6 @@ def channel_prune(
     except RuntimeError as err:
         raise ValueError(f"example_input of shape {tuple(example_input.shape)} does not fit the model: "
                          f"{str(err).splitlines()[0]}") from None
-    from .prune import remove_masks  # prune.py re-exports this module, so import it lazily
-
     pruned = remove_masks(copy.deepcopy(model))
     try:
         graph = fx.symbolic_trace(pruned).graph
@@ -186,13 +185,13 @@ def channel_prune(
     for node in graph.nodes:
         if node.op == "call_module" and not _supported(modules[node.target]):
             m = modules[node.target]
-            detail = f" with groups={m.groups}" if isinstance(m, LAYERS) else ""
+            detail = f" with groups={m.groups}" if isinstance(m, PRUNABLE) else ""
             raise ValueError(f"channel_prune does not support layer {node.target!r} "
                              f"({type(m).__name__}{detail})")
 
     plans, tied = [], []
     for node in graph.nodes:
-        if node.op == "call_module" and isinstance(modules[node.target], LAYERS):
+        if node.op == "call_module" and isinstance(modules[node.target], PRUNABLE):
             norms, consumers, stop = _follow(node, modules)
             if stop is None:
                 keep = _keep_channels(modules[node.target].weight, amount, importance)

@@ -10,41 +10,18 @@ from __future__ import annotations
 import math
 import numbers
 import os
-import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from .device import get_device, seed_everything, synchronize  # noqa: F401  (kdlite.train.get_device, as before)
+
 Batch = Sequence[torch.Tensor]
 Step = Callable[[nn.Module, Batch], tuple[torch.Tensor, torch.Tensor]]
-
-
-def get_device(device: str | torch.device | None = None) -> torch.device:
-    """The device to use: ``device`` if given, else ``$KDLITE_DEVICE``, else cuda, then mps, then cpu."""
-    if device is None:
-        device = os.environ.get("KDLITE_DEVICE") or None
-    if device is not None:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def seed_everything(seed: int) -> int:
-    """Seed Python's, NumPy's and torch's random generators (all devices). Returns the seed."""
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int; got {seed!r}")
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    return seed
 
 
 def _progress_default() -> bool:

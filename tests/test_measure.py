@@ -159,3 +159,26 @@ def test_models_must_be_a_dict_of_modules():
     ):
         with pytest.raises(TypeError, match=r"model must be an nn.Module; got"):
             call()
+
+
+def test_latency_waits_for_the_device_after_every_pass(monkeypatch):
+    import kdlite.measure as kmeasure
+
+    seen = []
+    monkeypatch.setattr(kmeasure, "synchronize", lambda device: seen.append(torch.device(device).type))
+    kmeasure.latency(torch.nn.Linear(4, 2), torch.zeros(1, 4), warmup=2, repeats=3)
+    assert seen == ["cpu"] * 4  # once after the warm-up, once per timed pass
+
+
+@pytest.mark.parametrize("kind", ["cuda", "mps", "xpu"])
+def test_synchronize_reaches_every_device_type(monkeypatch, kind):
+    from kdlite.device import synchronize
+
+    backend = getattr(torch, kind, None)
+    if backend is None:
+        pytest.skip(f"this torch has no torch.{kind}")
+    calls = []
+    monkeypatch.setattr(backend, "synchronize", lambda *a: calls.append(a), raising=False)
+    synchronize(torch.device(kind))
+    synchronize("cpu")  # nothing to wait for
+    assert len(calls) == 1

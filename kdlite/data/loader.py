@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import TensorDataset
 
+from ..device import get_device
+
 
 def random_crop(x: torch.Tensor, padding: int = 4) -> torch.Tensor:
     """Pad each image by ``padding`` zeros and crop it back at a random offset: a shift of up to ±padding pixels.
@@ -70,8 +72,6 @@ class DeviceLoader:
         drop_last: bool = False,
         seed: int | None = None,
     ):
-        from ..train import get_device
-
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
         if isinstance(dataset, TensorDataset):

@@ -1,0 +1,132 @@
+"""Masks: pruned weights that stay zero, ``W = W_orig ⊙ M``.
+
+Unstructured (magnitude) pruning keeps a binary mask ``M`` per layer and computes the weight the layer uses
+as ``W = W_orig ⊙ M``. The product is a ``torch.nn.utils.parametrize`` parametrization holding ``M`` as a
+buffer, so a pruned weight is exactly zero at every forward pass and in every optimizer step, whatever the
+optimizer does to ``W_orig`` (momentum, weight decay), and the mask is saved and loaded with the
+``state_dict`` (``<layer>.parametrizations.weight.original`` and ``<layer>.parametrizations.weight.0.mask``).
+
+``torch.nn.utils.prune`` does the same with a forward pre-hook that writes
+``weight = weight_orig * weight_mask`` before each forward pass; :func:`sparsity` and :func:`remove_masks`
+understand both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils import prune as torch_prune
+
+PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)  # the layers pruning acts on, everywhere in kdlite
+
+
+class WeightMask(nn.Module):
+    """The parametrization ``W = W_orig ⊙ M``; the boolean mask ``M`` is a buffer (in the state_dict)."""
+
+    def __init__(self, mask: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mask", mask.bool())
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * self.mask
+
+
+def prunable_layers(
+    model: nn.Module, modules: Iterable[str | nn.Module] | None = None
+) -> dict[str, nn.Module]:
+    """The layers whose weights pruning acts on, by name: every ``nn.Linear`` and ``nn.Conv1d/2d/3d`` of
+    ``model``, or only ``modules`` (names or module objects of ``model``; each must be Linear or Conv)."""
+    everything = dict(model.named_modules())
+    layers = {name: m for name, m in everything.items() if isinstance(m, PRUNABLE)}
+    if modules is None:
+        return layers
+    if isinstance(modules, (str, nn.Module)):
+        modules = [modules]
+    names_of = {id(m): name for name, m in everything.items()}
+    chosen = {}
+    for m in modules:
+        name = m if isinstance(m, str) else names_of.get(id(m))
+        if name not in everything:
+            raise ValueError(f"modules: {m!r} is not a submodule of the model")
+        if name not in layers:
+            kind = type(everything[name]).__name__
+            raise ValueError(f"modules: {name!r} is a {kind}; only Linear and Conv1d/2d/3d can be pruned")
+        chosen[name] = layers[name]
+    if not chosen:
+        raise ValueError("modules is empty: give at least one layer to prune")
+    return chosen
+
+
+def mask_of(layer: nn.Module) -> WeightMask | None:
+    """The layer's :class:`WeightMask`, if it has one."""
+    if not parametrize.is_parametrized(layer, "weight"):
+        return None
+    return next((p for p in layer.parametrizations.weight if isinstance(p, WeightMask)), None)
+
+
+def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Prune ``model`` with the given masks (layer name -> boolean tensor of the weight's shape, ``True``
+    keeps): attaches ``W = W_orig ⊙ M`` to each named layer, or replaces the mask it already has.
+    Returns ``model``."""
+    layers = prunable_layers(model, list(masks))
+    for name, layer in layers.items():
+        mask = torch.as_tensor(masks[name])
+        weight = layer.weight
+        if mask.shape != weight.shape:
+            raise ValueError(
+                f"masks[{name!r}] has shape {tuple(mask.shape)}; the weight has {tuple(weight.shape)}"
+            )
+        mask = mask.to(device=weight.device, dtype=torch.bool)
+        existing = mask_of(layer)
+        if existing is not None:
+            existing.mask.copy_(mask)
+        else:
+            parametrize.register_parametrization(layer, "weight", WeightMask(mask))
+    return model
+
+
+def sparsity(model: nn.Module) -> dict[str, float]:
+    """Fraction of exactly-zero weights among the prunable (Linear and Conv) weights: ``"overall"`` and one
+    entry per layer name. Works for unpruned models and for those pruned with ``torch.nn.utils.prune``; a model
+    without such layers (an int8 model, an LSTM) has nothing to measure and gets ``{"overall": 0.0}``."""
+    result, zeros, total = {}, 0, 0
+    for name, layer in prunable_layers(model).items():
+        w = layer.weight
+        z = int((w == 0).sum())
+        result[name] = z / w.numel()
+        zeros, total = zeros + z, total + w.numel()
+    return {"overall": zeros / total if total else 0.0, **result}
+
+
+def _bake_mask(layer: nn.Module) -> None:
+    """``W_orig <- W_orig ⊙ M`` and make it the layer's plain ``weight`` again (the same Parameter object)."""
+    only_masks = list(layer.parametrizations) == ["weight"] and all(
+        isinstance(p, WeightMask) for p in layer.parametrizations.weight
+    )
+    if not only_masks:  # other parametrizations too: let torch bake them all
+        parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
+        return
+    # What parametrize.remove_parametrizations does, except that it also deletes the ``weight`` property from
+    # the layer's class, and a deepcopy of a masked model shares that class with the original (torch 2.x), so
+    # removing the masks of a copy would break the original.
+    original = layer.parametrizations.weight.original
+    original.copy_(layer.weight)
+    del layer.parametrizations
+    layer.__class__ = type(layer).__bases__[0]
+    layer.weight = original
+
+
+@torch.no_grad()
+def remove_masks(model: nn.Module) -> nn.Module:
+    """Make pruning permanent: every masked layer gets a plain ``weight`` parameter equal to ``W_orig ⊙ M``;
+    no parametrization, hook or mask buffer is left (also undoes ``torch.nn.utils.prune``).
+    Returns ``model``."""
+    for layer in prunable_layers(model).values():
+        if mask_of(layer) is not None:
+            _bake_mask(layer)
+        if isinstance(getattr(layer, "weight_orig", None), nn.Parameter):  # torch.nn.utils.prune
+            torch_prune.remove(layer, "weight")
+    return model
