@@ -6,12 +6,13 @@ Everything in kdlite that needs a device takes it from the data or from :func:`g
 
 from __future__ import annotations
 
-import numbers
 import os
 import random
 
 import numpy as np
 import torch
+
+from ._checks import integer
 
 
 def get_device(device: str | torch.device | None = None) -> torch.device:
@@ -29,8 +30,7 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
 
 def seed_everything(seed: int) -> int:
     """Seed Python's, NumPy's and torch's random generators (all devices). Returns the seed."""
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int; got {seed!r}")
+    seed = integer(seed, "seed", 0)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -86,6 +86,12 @@ def distill(
                         f"{type(teacher).__name__}")
     if student is teacher:
         raise ValueError("student and teacher are the same module; distil into a separate (copied) model")
+    shared = _shared_tensors(student, teacher)
+    if shared:
+        raise ValueError(f"student and teacher share {len(shared)} parameter(s) or buffer(s) (e.g. the teacher's "
+                         f"{shared[0]!r}): training the student would change the teacher (a shared BatchNorm's "
+                         f"running statistics move even when frozen); give the student its own copy "
+                         f"(copy.deepcopy)")
     if "step" in fit_kwargs:
         raise ValueError("distill builds its own step; pass extra terms through extra_losses, not step=")
     extra_losses = _check_extra_losses(extra_losses)
@@ -116,6 +122,12 @@ def distill(
             m.training = was_training
         for p, flag in flags.items():
             p.requires_grad_(flag)
+
+
+def _shared_tensors(student: nn.Module, teacher: nn.Module) -> list[str]:
+    """Names (in the teacher) of the parameters and buffers that are also the student's."""
+    mine = {id(t) for t in [*student.parameters(), *student.buffers()]}
+    return [name for name, t in [*teacher.named_parameters(), *teacher.named_buffers()] if id(t) in mine]
 
 
 def _steps_per_epoch(train) -> int:

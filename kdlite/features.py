@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ._checks import integer
+
 
 class FeatureTap:
     """Capture the outputs of the named submodules of ``model`` (names as in ``model.named_modules()``).
@@ -120,7 +122,7 @@ def connector(student_shape: Sequence[int], teacher_shape: Sequence[int]) -> nn.
 
 def _as_shape(name: str, shape) -> tuple[int, ...]:
     try:
-        out = tuple(int(d) for d in shape)
+        out = tuple(integer(d, name) for d in shape)  # 2.5 is no size: int(2.5) would silently make it 2
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a sequence of ints such as tensor.shape; got {shape!r}") from None
     if any(d <= 0 for d in out):

@@ -31,6 +31,8 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from ._checks import integer
+
 CalibrationData = torch.Tensor | TensorDataset | Iterable[torch.Tensor | Sequence[torch.Tensor]]
 """What calibration takes: one batch, a ``TensorDataset``, or an iterable of batches (tensors or ``(x, y)``)."""
 
@@ -44,8 +46,7 @@ def _inputs(
     ``data`` is a tensor (one batch), a ``TensorDataset`` (batches of 256, in order) or any iterable of
     batches, each a tensor or an ``(x, y, ...)`` tuple whose first element is the input.
     """
-    if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
-        raise ValueError(f"num_batches must be a positive int; got {num_batches!r}")
+    num_batches = integer(num_batches, "num_batches", 1)
     if isinstance(data, torch.Tensor):
         data = [data]
     elif isinstance(data, TensorDataset):

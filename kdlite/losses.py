@@ -24,6 +24,7 @@ from torch import nn
 
 
 MAX_TEMPERATURE = 1e4  # the losses' limit: beyond it float32 cannot compute T^2 · KL (see kd_loss)
+MIN_TEMPERATURE = 1e-4  # below it s / T overflows float32 for logits of a few thousand; softmax is an argmax anyway
 
 
 def _check_temperature(temperature, high: float = math.inf) -> float:
@@ -33,6 +34,11 @@ def _check_temperature(temperature, high: float = math.inf) -> float:
         raise ValueError(f"temperature must be a positive finite number; got {temperature!r}")
     if not (math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be a positive finite number (T > 0); got {temperature!r}")
+    if temperature < MIN_TEMPERATURE:
+        raise ValueError(
+            f"temperature must be at least {MIN_TEMPERATURE:g}; got {temperature!r}. Below it the softmax is an "
+            f"argmax to float precision, and logits / T overflow to inf (then NaN) for large logits."
+        )
     if temperature > high:
         raise ValueError(
             f"temperature must be at most {high:g} in a distillation loss; got {temperature!r}. In float32 the "
@@ -170,7 +176,7 @@ def distillation_loss(
     _check_logit_pair(student_logits, teacher_logits)
     _check_targets(targets, student_logits)
     soft = _kd(student_logits, teacher_logits, temperature)
-    hard = F.cross_entropy(student_logits.float().reshape(-1, student_logits.shape[-1]), targets.reshape(-1))
+    hard = F.cross_entropy(student_logits.float().reshape(-1, student_logits.shape[-1]), targets.reshape(-1).long())
     return alpha * soft + (1 - alpha) * hard
 
 
@@ -211,7 +217,7 @@ def dkd_loss(
     c = student_logits.shape[-1]
     s = student_logits.float().reshape(-1, c) / temperature
     t = teacher_logits.detach().float().reshape(-1, c) / temperature
-    is_target = F.one_hot(targets.reshape(-1), c).bool()
+    is_target = F.one_hot(targets.reshape(-1).long(), c).bool()
 
     def binary_log_probs(z: torch.Tensor) -> torch.Tensor:  # log [p_y, 1 - p_y], shape (B, 2)
         log_p = F.log_softmax(z, dim=-1)

@@ -20,6 +20,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils import prune as torch_prune
 
+from ._checks import module
+
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)  # the layers pruning acts on, everywhere in kdlite
 
 
@@ -39,7 +41,7 @@ def prunable_layers(
 ) -> dict[str, nn.Module]:
     """The layers whose weights pruning acts on, by name: every ``nn.Linear`` and ``nn.Conv1d/2d/3d`` of
     ``model``, or only ``modules`` (names or module objects of ``model``; each must be Linear or Conv)."""
-    everything = dict(model.named_modules())
+    everything = dict(module(model).named_modules())
     layers = {name: m for name, m in everything.items() if isinstance(m, PRUNABLE)}
     if modules is None:
         return layers

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from ._checks import integer, module
 from .device import synchronize
 
 _QUANTIZED = ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")  # static and dynamic, fused or not
@@ -67,7 +68,7 @@ def model_size_bytes(model: nn.Module) -> int:
     A float32 weight costs 4 bytes an element, bf16 2, int8 1. Objects that hold no plain tensor (packed
     weights of some quantized backends) are measured by serialising the state_dict instead.
     """
-    state = model.state_dict()
+    state = module(model).state_dict()
     size = _tensor_bytes(state)
     opaque = [k for k, v in state.items() if not isinstance(v, torch.Tensor) and _tensor_bytes(v) == 0]
     if opaque:
@@ -88,8 +89,7 @@ def _check_model_input(model, example_input) -> None:
 
 
 def _check_int(value, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}")
+    integer(value, name, minimum, what=f"an int >= {minimum}")
 
 
 @torch.no_grad()

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
+from ._checks import fraction, integer
 from .masks import PRUNABLE, WeightMask, apply_masks, mask_of, prunable_layers, remove_masks, sparsity
 from .structured import channel_prune
 from .train import evaluate, fit
@@ -39,11 +40,7 @@ __all__ = [
 ]
 
 def _check_amount(amount: float, name: str = "amount") -> float:
-    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or math.isnan(amount):
-        raise ValueError(f"{name} must be a number in [0, 1); got {amount!r}")
-    if not 0.0 <= amount < 1.0:
-        raise ValueError(f"{name} must be in [0, 1) (the fraction of weights to prune); got {amount!r}")
-    return float(amount)
+    return fraction(amount, name)
 
 
 def _layers_or_error(model: nn.Module, modules=None) -> dict[str, nn.Module]:
@@ -90,9 +87,12 @@ def magnitude_prune(
     layers = _layers_or_error(model, modules)
     names = list(layers)
     scores = []
-    for layer in layers.values():
+    for name, layer in layers.items():
         mask = mask_of(layer)
         score = layer.weight.detach().abs().float()
+        if not torch.isfinite(score).all():  # a NaN has no magnitude to rank: it would be kept, and spread
+            raise ValueError(f"layer {name!r} has {int((~torch.isfinite(score)).sum())} NaN or inf weight(s); "
+                             f"expected finite weights (train the model without the NaN first)")
         scores.append(score if mask is None else score.masked_fill(~mask.mask, -1.0))  # pruned ones go first
     groups = [list(range(len(names)))] if scope == "global" else [[i] for i in range(len(names))]
     masks: dict[str, torch.Tensor] = {}
@@ -132,8 +132,7 @@ def gradual_schedule(initial: float, final: float, steps: int) -> list[float]:
     _check_amount(final, "final")
     if initial > final:
         raise ValueError(f"initial must be <= final; got initial={initial}, final={final}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int; got {steps!r}")
+    steps = integer(steps, "steps", 1)
     return [final + (initial - final) * (1 - t / steps) ** 3 for t in range(steps + 1)]
 
 
@@ -192,8 +191,7 @@ def iterative_prune(
     amounts = [_check_amount(a, "amounts[...]") for a in amounts]
     if not amounts:
         raise ValueError("amounts is empty: give at least one target sparsity")
-    if isinstance(epochs_per_round, bool) or not isinstance(epochs_per_round, int) or epochs_per_round < 0:
-        raise ValueError(f"epochs_per_round must be a non-negative int; got {epochs_per_round!r}")
+    epochs_per_round = integer(epochs_per_round, "epochs_per_round", 0)
     desc = fit_kwargs.pop("desc", None)
     records = []
     for i, amount in enumerate(amounts):

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ._checks import integer
 from .int8 import CalibrationData, _check_finite, _inputs, to_int8
 
 __all__ = [
@@ -47,8 +48,7 @@ __all__ = [
 
 # --- checks
 def _check_bits(bits) -> None:
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 16:
-        raise ValueError(f"bits must be an int from 2 to 16; got {bits!r}")
+    integer(bits, "bits", 2, 16, what="an int from 2 to 16")
 
 
 def _check_float(x, name: str) -> None:
@@ -661,8 +661,7 @@ def kmeans_quantize(weight: torch.Tensor, bits: int, iters: int = 50) -> tuple[t
     _check_bits(bits)
     if weight.numel() == 0:
         raise ValueError("weight must not be empty")
-    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
-        raise ValueError(f"iters must be a positive int; got {iters!r}")
+    iters = integer(iters, "iters", 1)
     _check_finite(weight, "weight")
     w = weight.detach().reshape(-1).double()
     centroids = torch.linspace(w.min().item(), w.max().item(), 2**bits, dtype=torch.float64, device=w.device)

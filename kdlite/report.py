@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ._checks import integer
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -51,8 +53,7 @@ def fmt_mean_std(values: Iterable[float], scale: float = 1.0, digits: int = 2) -
     decimals."""
     if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale):
         raise ValueError(f"scale must be a finite number; got {scale!r}")
-    if isinstance(digits, bool) or not isinstance(digits, int) or digits < 0:
-        raise ValueError(f"digits must be an int >= 0; got {digits!r}")
+    digits = integer(digits, "digits", 0, what="an int >= 0")
     values = _floats(values)  # a generator is consumed once, here
     m, s = mean_std(values)
     return f"{m * scale:.{digits}f} ± {s * scale:.{digits}f} (n={len(values)})"
@@ -174,12 +175,25 @@ def save_results(name: str, rows: Sequence[dict], note: str = "", data: str | Se
         "torch": torch.__version__,
         "date": datetime.date.today().isoformat(),
         "note": note,
-        "rows": [dict(r) for r in rows],
+        "rows": [{str(k): _plain(v) for k, v in r.items()} for r in rows],
     }
     path = Path(folder) / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1, ensure_ascii=False, default=str) + "\n")
+    path.write_text(json.dumps(record, indent=1, ensure_ascii=False, allow_nan=False) + "\n")
     return path
+
+
+def _plain(value):
+    """A table cell as JSON can hold it: numbers as numbers (a 1-element tensor or a NumPy scalar too), NaN and
+    inf as null (JSON has neither), anything else as its text."""
+    one_number = hasattr(value, "numel") and value.numel() == 1  # a tensor
+    if one_number or (type(value).__module__ == "numpy" and hasattr(value, "item")):
+        value = value.item()
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, numbers.Real):
+        return float(value) if math.isfinite(value) else None
+    return str(value)
 
 
 def show_recorded(path: str | Path) -> dict | None:

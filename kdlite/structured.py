@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ._checks import fraction
 from .masks import PRUNABLE, remove_masks
 
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -157,9 +158,7 @@ def channel_prune(
     channels are tied and are left alone, with a warning that lists them. Grouped/depthwise convolutions and
     unknown modules raise ValueError naming the layer.
     """
-    valid = isinstance(amount, (int, float)) and not isinstance(amount, bool) and 0 <= amount < 1
-    if not valid:  # NaN fails 0 <= amount
-        raise ValueError(f"amount must be in [0, 1) (the fraction of channels to remove); got {amount!r}")
+    amount = fraction(amount, "amount", "of channels to remove")
     if isinstance(importance, str):
         if importance not in ("l1", "l2"):
             raise ValueError(f"importance must be 'l1', 'l2' or a function of the weight; got {importance!r}")

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from ._checks import integer
 from .device import get_device, seed_everything, synchronize  # noqa: F401  (kdlite.train.get_device, as before)
 
 Batch = Sequence[torch.Tensor]
@@ -84,7 +85,7 @@ def cross_entropy_step(
     logits = model(x)
     if check_labels:
         _check_labels(y, logits, "the training data")
-    return F.cross_entropy(logits.float(), y), logits
+    return F.cross_entropy(logits.float(), y.long()), logits  # any integer labels: int32, uint8...
 
 
 def _check_labels(y: torch.Tensor, logits: torch.Tensor, where: str) -> None:
@@ -176,14 +177,18 @@ def evaluate(
                 logits = model(x)
             if n == 0:
                 _check_labels(y, logits, "the evaluation data")
-            total_loss += F.cross_entropy(logits.float(), y, reduction="sum")
+            total_loss += F.cross_entropy(logits.float(), y.long(), reduction="sum")
             correct += (logits.argmax(-1) == y).sum()
             n += len(y)
     finally:
         model.train(was_training)
     if n == 0:
         raise ValueError("evaluate got no batches: data is empty")
-    return {"loss": total_loss.item() / n, "accuracy": correct.item() / n, "n": n}
+    loss = total_loss.item() / n
+    if not math.isfinite(loss):
+        raise FloatingPointError(f"evaluate: the loss on the data is {loss} (NaN or inf inputs, or a model whose "
+                                 f"weights are no longer finite); accuracy on such outputs means nothing")
+    return {"loss": loss, "accuracy": correct.item() / n, "n": n}
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -238,8 +243,7 @@ def fit(
             it off).
         desc: the progress bar's label.
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"epochs must be a non-negative int; got {epochs!r}")
+    epochs = integer(epochs, "epochs", 0)
     if optimizer is not None and lr is not None:
         raise ValueError("pass either optimizer or lr, not both: lr sets the default optimizer's learning rate")
     if lr is not None and not (_finite(lr) and lr > 0):

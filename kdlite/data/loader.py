@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import TensorDataset
 
+from .._checks import integer
 from ..device import get_device
 
 
@@ -72,8 +73,7 @@ class DeviceLoader:
         drop_last: bool = False,
         seed: int | None = None,
     ):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-            raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
+        batch_size = integer(batch_size, "batch_size", 1)
         if isinstance(dataset, TensorDataset):
             tensors = dataset.tensors
         elif isinstance(dataset, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in dataset):

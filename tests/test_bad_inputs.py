@@ -1,0 +1,112 @@
+"""What a bad-input probe of the public API found, each now a clear error or the right answer."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+import kdlite
+from kdlite.data import DeviceLoader, load_dataset
+from kdlite.distill import distill
+from kdlite.features import connector
+from kdlite.losses import distillation_loss, dkd_loss, kd_loss
+from kdlite.measure import model_size_bytes
+from kdlite.models import MLP
+from kdlite.prune import magnitude_prune, remove_masks, sparsity
+from kdlite.report import save_results
+
+
+def toy(dtype=torch.int64, n=64):
+    g = torch.Generator().manual_seed(0)
+    return TensorDataset(torch.randn(n, 12, generator=g), torch.randint(0, 3, (n,), generator=g).to(dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.uint8])
+def test_any_integer_labels_train_and_evaluate(dtype):
+    data, ref = toy(dtype), toy()
+    torch.manual_seed(0)
+    a = MLP(12, [8], 3)
+    b = MLP(12, [8], 3)
+    b.load_state_dict(a.state_dict())
+    kdlite.fit(a, DeviceLoader(data, 16, shuffle=False), 1, progress=False)
+    kdlite.fit(b, DeviceLoader(ref, 16, shuffle=False), 1, progress=False)
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p, q)  # the same training as with int64 labels
+    assert kdlite.evaluate(a, data) == kdlite.evaluate(a, ref)
+    distill(MLP(12, [4], 3), a, data, 1, temperature=4.0, alpha=0.5, progress=False)
+    s, t, y = torch.randn(8, 3), torch.randn(8, 3), torch.randint(0, 3, (8,))
+    torch.testing.assert_close(distillation_loss(s, t, y.to(dtype), 4.0, 0.5), distillation_loss(s, t, y, 4.0, 0.5))
+    torch.testing.assert_close(dkd_loss(s, t, y.to(dtype), 4.0, 1.0, 8.0), dkd_loss(s, t, y, 4.0, 1.0, 8.0))
+
+
+@pytest.mark.parametrize("T", [1e-39, 1e-20, 1e-5])
+def test_a_vanishing_temperature_is_refused_not_nan(T):
+    s = torch.randn(4, 10)
+    with pytest.raises(ValueError, match="temperature must be at least"):
+        kd_loss(s, s, T)
+    with pytest.raises(ValueError, match="temperature must be at least"):
+        distill(MLP(12, [4], 3), MLP(12, [4], 3), toy(), 1, temperature=T, alpha=0.5, progress=False)
+
+
+def test_evaluate_on_nan_inputs_raises():
+    x, y = toy().tensors
+    x = x.clone()
+    x[3] = float("nan")
+    with pytest.raises(FloatingPointError, match="evaluate"):
+        kdlite.evaluate(MLP(12, [4], 3), TensorDataset(x, y))
+
+
+def test_numpy_scalars_are_numbers():
+    train, _ = load_dataset("digits", subset=np.int64(100))
+    assert len(train) == 100
+    assert len(DeviceLoader(train, np.int64(32))) == 4
+    m = MLP(64, [16], 10)
+    magnitude_prune(m, np.float32(0.5))
+    assert abs(sparsity(m)["overall"] - 0.5) < 0.01
+    assert kdlite.seed_everything(np.int64(3)) == 3
+    with pytest.raises(ValueError, match="subset must be a positive int"):
+        load_dataset("digits", subset=np.float64(2.5))
+
+
+@pytest.mark.parametrize("call", [lambda: magnitude_prune(None, 0.5), lambda: remove_masks(None),
+                                  lambda: sparsity(None), lambda: model_size_bytes(None)])
+def test_model_none_is_a_type_error_naming_model(call):
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module; got NoneType"):
+        call()
+
+
+def test_connector_rejects_fractional_sizes():
+    with pytest.raises(ValueError, match="student_shape"):
+        connector((4, 2.5), (4, 3))
+    assert isinstance(connector((4, np.int64(2)), (4, 3)), nn.Linear)
+
+
+def test_magnitude_prune_refuses_nan_weights():
+    m = MLP(6, [5], 2)
+    name, first = next((n, mod) for n, mod in m.named_modules() if isinstance(mod, nn.Linear))
+    with torch.no_grad():
+        first.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=rf"layer '{name}' has 1 NaN or inf weight"):
+        magnitude_prune(m, 0.5)
+
+
+def test_save_results_writes_valid_json(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDLITE_RESULTS", str(tmp_path))
+    path = save_results("x", [{"acc": torch.tensor(0.5), "gap": math.nan, "n": np.int64(3), "f": np.float32(1.5)}])
+    text = path.read_text()
+    assert "NaN" not in text and "tensor(" not in text
+    assert json.loads(text)["rows"] == [{"acc": 0.5, "gap": None, "n": 3, "f": 1.5}]
+
+
+def test_a_student_sharing_modules_with_its_teacher_is_refused():
+    norm = nn.BatchNorm1d(8)
+    teacher = nn.Sequential(nn.Linear(12, 8), norm, nn.Linear(8, 3))
+    student = nn.Sequential(nn.Linear(12, 8), norm, nn.Linear(8, 3))
+    before = norm.running_mean.clone()
+    with pytest.raises(ValueError, match="share .* parameter.*copy.deepcopy"):
+        distill(student, teacher, toy(), 1, temperature=4.0, alpha=0.5, progress=False)
+    assert torch.equal(norm.running_mean, before)
