@@ -9,9 +9,10 @@ train/eval modes and ``requires_grad`` flags it had, even if training fails.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -99,12 +100,8 @@ def distill(
     fit_kwargs.setdefault("desc", "distill")  # the progress bar's label
     device = training_device(fit_kwargs.get("device"), train)
 
-    modes = {m: m.training for m in teacher.modules()}
-    flags = {p: p.requires_grad for p in teacher.parameters()}
-    try:
-        teacher.to(device)
-        teacher.eval()
-        teacher.requires_grad_(False)
+    teacher.to(device)
+    with frozen_teacher(teacher):
         if cache_teacher:
             train = _with_teacher_logits(teacher, train, device)
         steps_per_epoch = None
@@ -117,11 +114,31 @@ def distill(
         step = _make_step(teacher, temperature, alpha, extra_losses, cache_teacher, trained, steps_per_epoch)
         return fit(student, train, epochs, optimizer=optimizer, lr=lr, val=val, step=step,
                    extra_params=extra_params, **fit_kwargs)
+
+
+@contextlib.contextmanager
+def frozen_teacher(teacher: nn.Module) -> Iterator[nn.Module]:
+    """Inside the ``with`` block the teacher is in eval mode (dropout off, BatchNorm on its running statistics)
+    with every ``requires_grad`` off; afterwards each module's mode and each parameter's flag are as they were,
+    even if training failed."""
+    modes = {m: m.training for m in teacher.modules()}
+    flags = {p: p.requires_grad for p in teacher.parameters()}
+    try:
+        yield teacher.eval().requires_grad_(False)
     finally:
         for m, was_training in modes.items():
             m.training = was_training
         for p, flag in flags.items():
             p.requires_grad_(flag)
+
+
+def teacher_logits(teacher: nn.Module, batch: Batch, cached: bool = False) -> torch.Tensor:
+    """The teacher's logits for ``batch = (x, y, ...)``: ``batch[-1]`` when ``cached`` (computed once, before
+    training: ``distill(..., cache_teacher=True)``), else a forward pass of the teacher without autograd."""
+    if cached:
+        return batch[-1]
+    with torch.no_grad():
+        return teacher(batch[0])
 
 
 def _shared_tensors(student: nn.Module, teacher: nn.Module) -> list[str]:
@@ -148,14 +165,9 @@ def _make_step(teacher, temperature, alpha, extra_losses, cached, trained, steps
     steps = [0]
 
     def step(student: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = batch[0], batch[1]
-        s = student(x)
-        if cached:
-            t = batch[-1]
-        else:
-            with torch.no_grad():
-                t = teacher(x)
-        loss = distillation_loss(s, t, y, temperature, alpha)
+        s = student(batch[0])
+        t = teacher_logits(teacher, batch, cached)
+        loss = distillation_loss(s, t, batch[1], temperature, alpha, check=unchecked[0])  # checked on step 1
         epoch = steps[0] // steps_per_epoch + 1 if steps_per_epoch else None
         steps[0] += 1
         for k, (weight, fn) in enumerate(extra_losses):

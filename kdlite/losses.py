@@ -103,6 +103,18 @@ def _check_targets(targets, logits: torch.Tensor) -> None:
         )
 
 
+def _check_kd(student_logits, teacher_logits, temperature, targets=None) -> float:
+    """The checks of ``kd_loss`` (and, with ``targets``, ``distillation_loss``); returns the temperature."""
+    _check_logit_pair(student_logits, teacher_logits)
+    if targets is not None:
+        _check_targets(targets, student_logits)
+    return _check_temperature(temperature, MAX_TEMPERATURE)
+
+
+def _check_alpha(alpha) -> float:
+    return _check_weight("alpha", alpha, 0.0, 1.0)
+
+
 def _check_same_batch(student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> None:
     if student_feat.shape[0] != teacher_feat.shape[0]:
         raise ValueError(
@@ -128,7 +140,9 @@ def soft_targets(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return torch.softmax(logits / temperature, dim=-1)
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+def kd_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float, *, check: bool = True
+) -> torch.Tensor:
     """Hinton's soft-target loss ``T^2 · KL(q || p)``, summed over classes and averaged over the batch::
 
         L_KD = T^2 / B · sum_b sum_i q_bi (log q_bi - log p_bi),   q = softmax(t/T), p = softmax(s/T)
@@ -144,14 +158,11 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     and over 100% (even a negative loss) at T = 1000. The gradient stays accurate (its error grows only like
     T). Temperatures above ``MAX_TEMPERATURE`` (1e4) raise: a guard against nonsense (a NaN at T = 1e20),
     not a promise that every value below it is meaningful.
+
+    ``check=False`` skips the argument checks (their device syncs): for a training loop that checked its
+    first batch, as ``kdlite.distill`` does.
     """
-    temperature = _check_temperature(temperature, MAX_TEMPERATURE)
-    _check_logit_pair(student_logits, teacher_logits)
-    return _kd(student_logits, teacher_logits, temperature)
-
-
-def _kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``kd_loss`` on inputs already checked."""
+    temperature = _check_kd(student_logits, teacher_logits, temperature) if check else temperature
     log_p = F.log_softmax(student_logits.float() / temperature, dim=-1)
     log_q = F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
     kl = (log_q.exp() * (log_q - log_p)).sum(-1)  # one KL(q || p) per example
@@ -164,18 +175,18 @@ def distillation_loss(
     targets: torch.Tensor,
     temperature: float,
     alpha: float,
+    *,
+    check: bool = True,
 ) -> torch.Tensor:
     """The full KD objective ``alpha · L_KD + (1 - alpha) · CE(s, y)``.
 
     ``alpha`` weighs the SOFT (teacher) term: alpha = 1 is pure distillation, alpha = 0 ordinary training on
-    the labels ``targets`` (class indices in [0, C)). Some libraries put alpha on the hard term instead; here
-    it is always the teacher's share.
+    the labels ``targets`` (class indices in [0, C), any integer dtype). Some libraries put alpha on the hard
+    term instead; here it is always the teacher's share. ``check=False``: as in :func:`kd_loss`.
     """
-    temperature = _check_temperature(temperature, MAX_TEMPERATURE)
-    alpha = _check_weight("alpha", alpha, 0.0, 1.0)
-    _check_logit_pair(student_logits, teacher_logits)
-    _check_targets(targets, student_logits)
-    soft = _kd(student_logits, teacher_logits, temperature)
+    if check:
+        temperature, alpha = _check_kd(student_logits, teacher_logits, temperature, targets), _check_alpha(alpha)
+    soft = kd_loss(student_logits, teacher_logits, temperature, check=False)
     hard = F.cross_entropy(student_logits.float().reshape(-1, student_logits.shape[-1]), targets.reshape(-1).long())
     return alpha * soft + (1 - alpha) * hard
 

@@ -30,6 +30,7 @@ __all__ = [
     "QuantConv2d",
     "QuantLinear",
     "SharedWeight",
+    "StraightThrough",
     "calibrate",
     "dequantize",
     "fake_quantize",
@@ -39,6 +40,7 @@ __all__ = [
     "prepare_qat",
     "qparams",
     "qrange",
+    "scale_zero_point",
     "quantize",
     "quantize_ptq",
     "share_weights",
@@ -162,7 +164,7 @@ def qrange(bits: int, symmetric: bool = False) -> tuple[int, int]:
     return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if symmetric else (0, 2**bits - 1)
 
 
-def _scale_zero(
+def scale_zero_point(
     lo: torch.Tensor, hi: torch.Tensor, bits: int, symmetric: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scale and zero point that map the range [lo, hi] onto the integer grid.
@@ -215,7 +217,7 @@ def _histogram_range(rows, bits, symmetric, percentile, bins: int = 2048, steps:
         counts = torch.histc(row, bins, lo.item(), hi.item())
         centres = lo + (hi - lo) * (torch.arange(bins, device=rows.device, dtype=rows.dtype) + 0.5) / bins
         lo_f, hi_f = f * lo.clamp(max=0), f * hi.clamp(min=0)
-        s, z = _scale_zero(lo_f, hi_f, bits, symmetric)
+        s, z = scale_zero_point(lo_f, hi_f, bits, symmetric)
         qmin, qmax = qrange(bits, symmetric)
         s, z = s[:, None], z[:, None]
         err = ((torch.clamp(torch.round(centres / s) + z, qmin, qmax) - z) * s - centres).pow(2) @ counts
@@ -265,7 +267,7 @@ def _qparams(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`qparams` without the argument checks (no device sync): for the QAT weights at every step."""
     lo, hi = _RANGES[method](_rows(x.detach(), axis), bits, symmetric, percentile)
-    scale, zero_point = _scale_zero(lo, hi, bits, symmetric)
+    scale, zero_point = scale_zero_point(lo, hi, bits, symmetric)
     return (scale[0], zero_point[0]) if axis is None else (scale, zero_point)
 
 
@@ -315,7 +317,7 @@ def dequantize(
     return _values(q, scale, zero_point)
 
 
-class _StraightThrough(torch.autograd.Function):
+class StraightThrough(torch.autograd.Function):
     """Forward: dequantize(quantize(x)), computed in float so that NaN stays NaN. Backward: the straight-through
     estimator, ∂x̂/∂x = 1 on [s(q_min − z), s(q_max − z)] and 0 outside it (the clamp's gradient; rounding
     counts as the identity). ``scale`` and ``zero_point`` come already shaped to broadcast against ``x``."""
@@ -345,16 +347,16 @@ def fake_quantize(
     NaN in ``x`` stays NaN and ±inf saturates, without a check: this runs at every QAT step, where a NaN loss
     is what ``kdlite.fit`` detects."""
     scale, zero_point = _checked_args(x, scale, zero_point, bits, symmetric, axis)
-    return _StraightThrough.apply(x, scale, zero_point, *qrange(bits, symmetric))
+    return StraightThrough.apply(x, scale, zero_point, *qrange(bits, symmetric))
 
 
 def _fake_quantize(
     x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bits: int, symmetric: bool, axis: int | None
 ) -> torch.Tensor:
-    """:func:`fake_quantize` of a (scale, zero_point) made by ``_scale_zero``, without the argument checks and
+    """:func:`fake_quantize` of a (scale, zero_point) made by ``scale_zero_point``, without the argument checks and
     their device syncs: the QAT layers call it at every training step."""
     scale, zero_point = _per_channel(x, scale, zero_point, axis)
-    return _StraightThrough.apply(x, scale, zero_point, *qrange(bits, symmetric))
+    return StraightThrough.apply(x, scale, zero_point, *qrange(bits, symmetric))
 
 
 # --- BatchNorm folding
@@ -449,7 +451,7 @@ class ActQuant(nn.Module):
             return x
         if not bool(torch.isfinite(self.lo) & torch.isfinite(self.hi)):  # the one device sync of a step
             raise self._range_error()
-        return _fake_quantize(x, *_scale_zero(self.lo, self.hi, self.bits, False), self.bits, False, None)
+        return _fake_quantize(x, *scale_zero_point(self.lo, self.hi, self.bits, False), self.bits, False, None)
 
     def _range_error(self) -> Exception:
         lo, hi = self.lo.item(), self.hi.item()

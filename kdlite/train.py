@@ -98,6 +98,31 @@ def _check_labels(y: torch.Tensor, logits: torch.Tensor, where: str) -> None:
         raise ValueError(f"labels of {where}: {message}; the model outputs {logits.shape[-1]} classes") from None
 
 
+def _check_all_labels(data, logits: torch.Tensor) -> None:
+    """Every label of a loader that holds its data as tensors (a DeviceLoader), checked once against the number of
+    classes the model outputs: a bad label in a later batch would otherwise reach torch's IndexError."""
+    tensors = getattr(data, "tensors", None)
+    if not tensors or len(tensors) < 2 or tensors[1].dim() != 1 or logits.dim() != 2:
+        return
+    y, c = tensors[1], logits.shape[-1]
+    bad = (y < 0) | (y >= c)
+    if not y.is_floating_point() and bad.any():
+        i = int(bad.nonzero()[0])
+        raise ValueError(f"labels of the training data: sample {i} has label {int(y[i])}; expected class indices in "
+                         f"[0, {c - 1}] (the model outputs {c} classes)")
+
+
+def _labelled(step: Step, model: nn.Module, batch: Batch, i: int, epoch: int):
+    """``step(model, batch)``, with torch's "Target 7 is out of bounds" said in kdlite's words."""
+    try:
+        return step(model, batch)
+    except IndexError as e:
+        if "out of bounds" not in str(e):
+            raise
+        raise ValueError(f"labels of the training data (batch {i} of epoch {epoch}): {e} Expected class indices in "
+                         f"[0, C - 1] for a model with C outputs.") from None
+
+
 def _as_batches(
     data, batch_size: int, shuffle: bool, device: torch.device | None, name: str = "data"
 ) -> Iterable[Batch]:
@@ -289,7 +314,9 @@ def fit(
                     if epoch == 1 and i == 0 and step is cross_entropy_step:
                         loss, logits = step(model, batch, check_labels=True)
                     else:
-                        loss, logits = step(model, batch)
+                        loss, logits = _labelled(step, model, batch, i, epoch)
+                if epoch == 1 and i == 0:
+                    _check_all_labels(train, logits)  # a whole-tensor loader: every label, once
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

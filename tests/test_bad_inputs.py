@@ -110,3 +110,19 @@ def test_a_student_sharing_modules_with_its_teacher_is_refused():
     with pytest.raises(ValueError, match="share .* parameter.*copy.deepcopy"):
         distill(student, teacher, toy(), 1, temperature=4.0, alpha=0.5, progress=False)
     assert torch.equal(norm.running_mean, before)
+
+
+@pytest.mark.parametrize("wrap", ["tensors", "dataloader"])
+@pytest.mark.parametrize("how", ["fit", "distill"])
+def test_a_bad_label_in_a_later_batch_is_named(wrap, how):
+    from torch.utils.data import DataLoader
+
+    x, y = torch.randn(300, 12), torch.randint(0, 3, (300,))
+    y[250] = 7
+    data = DeviceLoader(TensorDataset(x, y), 64, shuffle=False) if wrap == "tensors" else \
+        DataLoader(TensorDataset(x, y), batch_size=64)
+    with pytest.raises(ValueError, match="labels of the training data.*7"):
+        if how == "fit":
+            kdlite.fit(MLP(12, [4], 3), data, 1, progress=False)
+        else:
+            distill(MLP(12, [4], 3), MLP(12, [4], 3), data, 1, temperature=2.0, alpha=0.5, progress=False)

@@ -49,3 +49,14 @@ def test_the_import_graph_has_no_cycles():
     for m in sorted(graph):
         if m not in state:
             visit(m)
+
+
+def test_chapters_show_and_import_public_names_only():
+    import re
+
+    chapters = sorted((PACKAGE.parent / "notebooks").glob("[0-9][0-9]_*.md"))
+    private = re.compile(r"\b(?:kdlite|quant|losses|measure|prune|distill|features|report|train|data|int8|structured"
+                         r"|masks|device|scale|models)\._[a-zA-Z]|from kdlite[\w.]* import [^\n]*\b_[a-z]")
+    found = [f"{md.name}:{i}: {line.strip()}" for md in chapters
+             for i, line in enumerate(md.read_text().splitlines(), 1) if private.search(line)]
+    assert not found, "chapters use private kdlite names:\n" + "\n".join(found)
