@@ -476,3 +476,19 @@ def test_cpu_scale_falls_back_without_network(tmp_path, monkeypatch):
     assert kdlite.scale("gpu").mnist == "mnist"  # gpu scale asks for the real data and downloads it
     monkeypatch.setattr(kscale, "_reachable", lambda name: True)
     assert kdlite.scale("cpu").mnist == "mnist"
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar_batches_written_by_python_3(tmp_path, protocol):
+    """Batches pickled by Python 3 (str keys, any protocol), as torchvision also reads them."""
+    arrays = fake("cifar10")
+    base = tmp_path / "cifar-10-batches-py"
+    base.mkdir()
+    parts = np.array_split(np.arange(len(arrays["x_train"])), 5)
+    batch = lambda x, y: pickle.dumps({"data": x.transpose(0, 3, 1, 2).reshape(len(x), -1),  # noqa: E731
+                                       "labels": [int(v) for v in y]}, protocol=protocol)
+    for i, p in enumerate(parts):
+        (base / f"data_batch_{i + 1}").write_bytes(batch(arrays["x_train"][p], arrays["y_train"][p]))
+    (base / "test_batch").write_bytes(batch(arrays["x_test"], arrays["y_test"]))
+    import_dataset("cifar10", base, root=tmp_path / "c")
+    assert_round_trip(arrays, *load_dataset("cifar10", root=tmp_path / "c", download=False))

@@ -162,21 +162,24 @@ def _read_cifar_archive(name: str, path: Path) -> dict[str, tuple[np.ndarray, st
 
 
 def _cifar_arrays(name: str, read) -> dict[str, tuple[np.ndarray, str]]:
-    """CIFAR's python batches: pickled dicts with b"data" (N, 3072) uint8, rows of R, G, B planes, and labels."""
+    """CIFAR's python batches: pickled dicts with "data" (N, 3072) uint8, rows of R, G, B planes, and labels."""
     members = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
     if name == "cifar100":
         members = {"train": ["train"], "test": ["test"]}
-    label_key = b"fine_labels" if name == "cifar100" else b"labels"
+    label_key = "fine_labels" if name == "cifar100" else "labels"
     out = {}
     for split, names in members.items():
         xs, ys, where = [], [], []
         for member in names:
             raw, origin = read(member)
-            batch = _unpickle(raw, origin)
-            if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
-                raise ValueError(f"{origin}: missing key {'data' if b'data' not in batch else label_key.decode()!r}; "
-                                 f"expected a CIFAR batch with 'data' and {label_key.decode()!r}")
-            x = np.asarray(batch[b"data"])
+            batch = _unpickle(raw, origin)  # keys: bytes from the original (Python 2) files, str from newer ones
+            batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()} \
+                if isinstance(batch, dict) else {}
+            missing = next((k for k in ("data", label_key) if k not in batch), None)
+            if missing:
+                raise ValueError(f"{origin}: missing key {missing!r}; expected a CIFAR batch with 'data' and "
+                                 f"{label_key!r}")
+            x = np.asarray(batch["data"])
             if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072:
                 raise ValueError(f"{origin}: 'data' has shape {x.shape} and dtype {x.dtype}; expected (N, 3072) "
                                  f"uint8 (32×32 images, R, G, B planes)")
@@ -192,7 +195,8 @@ class _NumpyOnly(pickle.Unpickler):
     """Unpickles dicts, lists and numpy arrays only: a CIFAR batch needs nothing else, and nothing else can run."""
 
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}  # bytes in protocol 2
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),  # bytes in protocol 2
+               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}  # protocol 5
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
