@@ -3,11 +3,14 @@
 One concept per module:
 
 - ``scale``: experiment sizes (smoke, cpu, gpu);  ``data``: datasets and the device loader;  ``models``;
-- ``train``: fit, evaluate;  ``measure``: size and speed;  ``report``: mean ± std, tables, figures;
+- ``device``: get_device, seed_everything, synchronize;  ``train``: fit, evaluate;  ``measure``: size and speed;
+  ``report``: mean ± std, tables, figures;
 - ``losses``: soft targets, KD, DKD and feature losses;  ``distill``: the distillation loop;
   ``features``: feature taps and connectors;
-- ``prune``: magnitude and iterative pruning, the lottery ticket;  ``structured``: channel pruning;
-- ``quant``: affine quantization, PTQ, QAT, k-means weight sharing;  ``int8``: real int8 inference on CPU.
+- ``masks``: W = W_orig ⊙ M;  ``prune``: magnitude and iterative pruning, the lottery ticket;
+  ``structured``: channel pruning;
+- ``quant`` (a package): affine quantization, calibration, QAT and PTQ, k-means weight sharing, real int8 kernels
+  (``kdlite.int8.to_int8`` is ``kdlite.quant.to_int8``).
 """
 
 from . import data, distill, features, int8, losses, measure, models, prune, quant, report, structured, train

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 
+import torch
 from torch import nn
 
 
@@ -44,3 +45,10 @@ def module(value, name: str = "model") -> nn.Module:
     if not isinstance(value, nn.Module):
         raise TypeError(f"{name} must be a torch.nn.Module; got {type(value).__name__}")
     return value
+
+
+def finite(x: torch.Tensor, name: str) -> None:
+    """Raise if ``x`` holds NaN or inf (one device sync: for one-off calls, not for every training step)."""
+    if not bool(torch.isfinite(x).all()):
+        nan, inf = int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
+        raise ValueError(f"{name} must be finite; got {nan} NaN and {inf} inf values (shape {tuple(x.shape)})")

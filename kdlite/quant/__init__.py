@@ -1,0 +1,52 @@
+"""Quantization: affine integers, fake quantization, QAT, PTQ, k-means weight sharing, real int8 kernels.
+
+A real number x is stored as a b-bit integer q with a scale s > 0 and an integer zero point z:
+
+    q = clamp(round(x / s) + z, q_min, q_max),        x̂ = s · (q − z).
+
+Unsigned (asymmetric) codes use [q_min, q_max] = [0, 2^b − 1]; signed (symmetric, z = 0) codes use
+[−2^(b−1), 2^(b−1) − 1]. Inside the representable range [s(q_min − z), s(q_max − z)] the round trip is off
+by at most s/2 (plus float rounding: in float32 at 16 bits, the float's own precision is a visible
+fraction of s). Integers are returned as ``torch.int32``, which holds every code from 2 to 16 bits, signed
+or unsigned. Per-channel parameters (``axis`` given) are 1-D tensors, one entry per index of
+``x.shape[axis]``.
+
+One concept a file, read in this order: ``affine`` (the map and its gradient), ``calibration`` (ranges from data),
+``qat`` (BatchNorm folding, QAT layers, PTQ), ``sharing`` (k-means weight sharing), ``int8`` (real int8 kernels on
+CPU). Every public name is re-exported here: ``kdlite.quant.fake_quantize``, ``kdlite.quant.to_int8``, ...
+"""
+
+from . import affine, calibration, int8, qat, sharing
+from .affine import StraightThrough, dequantize, fake_quantize, qparams, qrange, quantize, scale_zero_point
+from .calibration import ActQuant, CalibrationData, calibrate
+from .int8 import to_int8
+from .qat import QuantConv2d, QuantLinear, fold_all_batchnorm, fold_batchnorm, prepare_qat, quantize_ptq
+from .sharing import SharedWeight, kmeans_quantize, share_weights
+
+__all__ = [
+    "affine",
+    "calibration",
+    "int8",
+    "qat",
+    "sharing",
+    "ActQuant",
+    "CalibrationData",
+    "QuantConv2d",
+    "QuantLinear",
+    "SharedWeight",
+    "StraightThrough",
+    "calibrate",
+    "dequantize",
+    "fake_quantize",
+    "fold_all_batchnorm",
+    "fold_batchnorm",
+    "kmeans_quantize",
+    "prepare_qat",
+    "qparams",
+    "qrange",
+    "scale_zero_point",
+    "quantize",
+    "quantize_ptq",
+    "share_weights",
+    "to_int8",
+]

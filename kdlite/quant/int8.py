@@ -1,0 +1,83 @@
+"""Real int8 inference on CPU: a float model becomes one that runs PyTorch's quantized int8 kernels.
+
+Which path, and why. PyTorch 2.14 offers two ways to get int8 kernels on a CPU:
+
+* ``torch.ao.quantization`` FX graph mode (``prepare_fx`` / ``convert_fx``) with the ``x86`` engine
+  (fbgemm and oneDNN kernels: ``quantized::conv2d_relu``, ``quantized::linear``, ...). Deprecated in
+  favour of torchao, but still shipped and working in torch 2.14.1. Conversion takes about 2 s; the result
+  is an ordinary ``GraphModule`` that takes and returns float tensors, accepts any batch size, and works
+  with ``kdlite.evaluate``, ``kdlite.measure.latency`` and ``kdlite.measure.model_size_bytes`` unchanged
+  (its weights are quantized tensors of 1 byte an element).
+* torchao's PT2E flow (``torch.export`` → ``prepare_pt2e``/``convert_pt2e`` with ``X86InductorQuantizer``
+  → ``torch.compile``). It needs the extra ``torchao`` package and a C++ compiler, compiles for several
+  seconds per input shape, the exported module refuses ``.eval()`` (so ``evaluate`` and ``latency`` fail
+  on it without ``allow_exported_model_train_eval``), and its ``state_dict`` keeps the dead float32
+  weights beside the int8 ones.
+
+When this module was written (torch 2.14.1 on a 2-core Xeon with AMX int8 instructions), both paths ran
+``CNN(3, 10, widths=(64, 128, 256))`` several times faster than float32 at batch 64, and the FX model was faster
+at batch 1, so ``to_int8`` takes the FX path. ``benchmarks/bench_quant.py`` measures the ratio on your CPU; it
+depends strongly on the CPU's int8 instructions (VNNI, AMX). When
+``torch.ao.quantization`` is removed from PyTorch, this module is the one place to port to PT2E.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import torch
+from torch import nn
+
+from .calibration import CalibrationData, _inputs
+
+
+def _untraceable(model: nn.Module, error: Exception) -> ValueError:
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return ValueError(
+        f"to_int8 cannot trace {type(model).__name__} with torch.fx ({type(error).__name__}: {reason[:200]}). It "
+        f"supports models whose forward is a fixed graph of layers, such as the book's MLP, CNN and ResNet "
+        f"(plain Conv/Linear/BatchNorm/ReLU graphs), not forwards that branch or loop on their input as "
+        f"nn.LSTM's does"
+    )
+
+
+@torch.no_grad()
+def to_int8(model: nn.Module, calibration_data: CalibrationData, num_batches: int = 8) -> nn.Module:
+    """A copy of ``model`` that runs real int8 kernels on the CPU (static quantization, FX graph mode).
+
+    Weights: int8, symmetric, per output channel. Activations: uint8, per tensor, their ranges set by a
+    histogram observer on the first ``num_batches`` batches of ``calibration_data``. BatchNorm is folded
+    into the preceding convolution and ReLU fused with it. The returned module lives on the CPU and maps
+    float inputs to float logits. Uses the engine in ``torch.backends.quantized.engine`` (``x86`` on
+    Intel/AMD CPUs).
+
+    Size: ``kdlite.measure.model_size_bytes(int8_model)`` (about 4× smaller than float32). Accuracy:
+    ``kdlite.evaluate(int8_model, test, device="cpu")`` (pass ``device``: the int8 model has no float
+    parameters to take a device from). The deprecation warnings of ``torch.ao.quantization`` are silenced
+    here; see the module docstring for why this path is used.
+
+    The model must be traceable by ``torch.fx``: a fixed graph of modules and tensor operations, as the book's
+    MLP, CNN and ResNet are (Conv/Linear/BatchNorm/ReLU). A model whose forward branches or loops on its input
+    (``nn.LSTM``'s does) raises a ValueError.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
+    cpu = torch.device("cpu")
+    inputs = list(_inputs(calibration_data, num_batches, cpu))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*reduce_range will be deprecated.*")
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+        from torch.ao.quantization import get_default_qconfig_mapping
+        from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+        float_model = copy.deepcopy(model).to(cpu).eval()
+        mapping = get_default_qconfig_mapping(torch.backends.quantized.engine)
+        try:
+            observed = prepare_fx(float_model, mapping, example_inputs=(inputs[0],))
+        except (torch.fx.proxy.TraceError, TypeError, RuntimeError) as e:
+            raise _untraceable(model, e) from None
+        for x in inputs:
+            observed(x)
+        return convert_fx(observed)

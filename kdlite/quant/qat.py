@@ -1,0 +1,185 @@
+"""Simulated quantization of a whole model: BatchNorm folding, QAT layers, and post-training quantization.
+
+``prepare_qat`` swaps every Conv2d and Linear for a layer that fake-quantizes its weight (symmetric, per channel)
+and its input (unsigned, an ``ActQuant``), after folding BatchNorm into the convolutions; training it is QAT.
+``quantize_ptq`` does the same with ranges from calibration and no training.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .affine import _check_bits, _check_method, _fake_quantize, _qparams
+from .calibration import ActQuant, CalibrationData, _calibrate
+
+
+@torch.no_grad()
+def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A new Conv2d equal to ``bn(conv(x))`` in eval mode: with γ̃ = γ / sqrt(σ² + ε),
+    W' = γ̃ · W (per output channel) and b' = γ̃ · (b − μ) + β."""
+    if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.BatchNorm2d):
+        raise TypeError(
+            f"expected (nn.Conv2d, nn.BatchNorm2d); got ({type(conv).__name__}, {type(bn).__name__})"
+        )
+    if bn.num_features != conv.out_channels or bn.running_mean is None:
+        raise ValueError(
+            f"bn must track running stats over conv's {conv.out_channels} output channels; got "
+            f"num_features={bn.num_features}, track_running_stats={bn.track_running_stats}"
+        )
+    gamma = bn.weight if bn.affine else torch.ones_like(bn.running_var)
+    beta = bn.bias if bn.affine else torch.zeros_like(bn.running_var)
+    g = gamma / torch.sqrt(bn.running_var + bn.eps)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    folded = copy.deepcopy(conv)
+    folded.weight.copy_(conv.weight * g.reshape(-1, 1, 1, 1))
+    folded.bias = nn.Parameter(g * (bias - bn.running_mean) + beta)
+    return folded
+
+
+def _fold_children(module: nn.Module) -> None:
+    """Fold in place every conv followed by its BatchNorm: consecutive pairs inside an ``nn.Sequential``, and
+    attributes named ``conv<k>`` / ``bn<k>`` (the book's ResNet); the BatchNorm becomes ``nn.Identity``."""
+    children = dict(module.named_children())
+    pairs = (
+        list(zip(children, list(children)[1:], strict=False))
+        if isinstance(module, nn.Sequential)
+        else [
+            (name, "bn" + name[4:])
+            for name in children
+            if name.startswith("conv") and "bn" + name[4:] in children
+        ]
+    )
+    for conv_name, bn_name in pairs:
+        conv, bn = children[conv_name], children[bn_name]
+        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+            setattr(module, conv_name, fold_batchnorm(conv, bn))
+            setattr(module, bn_name, nn.Identity())
+    for child in module.children():
+        _fold_children(child)
+
+
+def fold_all_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (CNN, ResNet, ...) with every conv–BatchNorm pair folded into one conv."""
+    model = copy.deepcopy(model)
+    _fold_children(model)
+    return model
+
+
+def _fake_quant_weight(w: torch.Tensor, bits: int, per_channel: bool) -> torch.Tensor:
+    """Symmetric min/max fake quantization of a weight, per output channel (axis 0) or per tensor."""
+    axis = 0 if per_channel else None
+    scale, zero_point = _qparams(w, bits, True, axis)  # no checks: no device sync at every step
+    return _fake_quantize(w, scale, zero_point, bits, True, axis)
+
+
+def _add_quantizers(layer: nn.Module, bits: int, act_bits: int | None, per_channel: bool) -> None:
+    """What QuantConv2d and QuantLinear add to their float layer: the weight's bits and an input ActQuant."""
+    _check_bits(bits)
+    layer.bits, layer.per_channel = bits, per_channel
+    layer.act = ActQuant(bits if act_bits is None else act_bits)
+
+
+class QuantConv2d(nn.Conv2d):
+    """Conv2d on a fake-quantized input (``self.act``) with fake-quantized, symmetric weights (``bits``)."""
+
+    def __init__(self, *args, bits: int = 8, act_bits: int | None = None, per_channel: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        _add_quantizers(self, bits, act_bits, per_channel)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(
+            self.act(x), _fake_quant_weight(self.weight, self.bits, self.per_channel), self.bias
+        )
+
+    @classmethod
+    def from_float(cls, conv: nn.Conv2d, **kwargs) -> QuantConv2d:
+        """A QuantConv2d with ``conv``'s hyperparameters, weights, device, dtype and mode; ``kwargs``: ``bits``,
+        ``act_bits``, ``per_channel``."""
+        q = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            conv.groups,
+            conv.bias is not None,
+            conv.padding_mode,
+            device=conv.weight.device,
+            dtype=conv.weight.dtype,
+            **kwargs,
+        )
+        q.load_state_dict(conv.state_dict(), strict=False)
+        return q.train(conv.training)
+
+
+class QuantLinear(nn.Linear):
+    """Linear on a fake-quantized input (``self.act``) with fake-quantized, symmetric weights (``bits``)."""
+
+    def __init__(self, *args, bits: int = 8, act_bits: int | None = None, per_channel: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        _add_quantizers(self, bits, act_bits, per_channel)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.act(x), _fake_quant_weight(self.weight, self.bits, self.per_channel), self.bias)
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear, **kwargs) -> QuantLinear:
+        """A QuantLinear with ``linear``'s sizes, weights, device, dtype and mode; ``kwargs``: ``bits``,
+        ``act_bits``, ``per_channel``."""
+        q = cls(
+            linear.in_features,
+            linear.out_features,
+            linear.bias is not None,
+            device=linear.weight.device,
+            dtype=linear.weight.dtype,
+            **kwargs,
+        )
+        q.load_state_dict(linear.state_dict(), strict=False)
+        return q.train(linear.training)
+
+
+def _swap(module: nn.Module, **kwargs) -> None:
+    for name, child in module.named_children():
+        if type(child) is nn.Conv2d:
+            setattr(module, name, QuantConv2d.from_float(child, **kwargs))
+        elif type(child) is nn.Linear:
+            setattr(module, name, QuantLinear.from_float(child, **kwargs))
+        else:
+            _swap(child, **kwargs)
+
+
+def prepare_qat(
+    model: nn.Module, bits: int = 8, act_bits: int | None = None, per_channel: bool = True
+) -> nn.Module:
+    """A copy of ``model`` ready for quantization-aware training with ``kdlite.fit``: BatchNorm folded into
+    the convolutions, every Conv2d/Linear swapped for a :class:`QuantConv2d`/:class:`QuantLinear` whose
+    weights (``bits``, symmetric, per channel unless ``per_channel=False``) and inputs (``act_bits``,
+    default ``bits``) are fake-quantized. The activation ranges start from the first training batch."""
+    _check_bits(bits)
+    if act_bits is not None:
+        _check_bits(act_bits)
+    model = fold_all_batchnorm(model)
+    _swap(model, bits=bits, act_bits=act_bits, per_channel=per_channel)
+    return model
+
+
+def quantize_ptq(
+    model: nn.Module,
+    calibration_data: CalibrationData,
+    bits: int = 8,
+    act_bits: int | None = None,
+    per_channel: bool = True,
+    num_batches: int = 8,
+    method: str = "minmax",
+    percentile: float = 99.99,
+) -> nn.Module:
+    """Simulated post-training quantization at any 2..16 bits: ``prepare_qat``, then ``calibrate`` on
+    ``num_batches`` batches with ``method`` and ``percentile``; returned in eval mode, no training."""
+    _check_method(method, percentile)
+    model = prepare_qat(model, bits, act_bits, per_channel)
+    return _calibrate(model, calibration_data, num_batches, method, percentile, "calibration_data").eval()

@@ -1,0 +1,70 @@
+"""Weight sharing (Deep Compression): a layer's weights replaced by 2^b shared values found by k-means."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .._checks import finite, integer
+from .affine import _check_bits, _check_float
+
+
+@torch.no_grad()
+def kmeans_quantize(weight: torch.Tensor, bits: int, iters: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deep Compression's weight sharing (Han et al. 2016): 1-D k-means with k = 2^b clusters.
+
+    Centroids start evenly spaced between min(W) and max(W) (Han et al.'s linear initialisation); then Lloyd's
+    iterations: label_i = argmin_k |w_i − c_k|, c_k = mean of its weights (an empty cluster keeps its
+    centroid), until no label changes or ``iters`` rounds. Deterministic. Returns ``(centroids (2^b,),
+    labels)`` with ``labels`` int64 of ``weight``'s shape: W ≈ centroids[labels].
+    """
+    _check_float(weight, "weight")
+    _check_bits(bits)
+    if weight.numel() == 0:
+        raise ValueError("weight must not be empty")
+    iters = integer(iters, "iters", 1)
+    finite(weight, "weight")
+    w = weight.detach().reshape(-1).double()
+    centroids = torch.linspace(w.min().item(), w.max().item(), 2**bits, dtype=torch.float64, device=w.device)
+    labels = None
+    for _ in range(iters):
+        centroids = centroids.sort().values
+        new = torch.bucketize(w, (centroids[1:] + centroids[:-1]) / 2)  # nearest centroid in 1-D
+        if labels is not None and torch.equal(new, labels):
+            break
+        labels = new
+        counts = torch.bincount(labels, minlength=centroids.numel())
+        sums = torch.bincount(labels, weights=w, minlength=centroids.numel())
+        centroids = torch.where(counts > 0, sums / counts.clamp_min(1), centroids)
+    return centroids.to(weight.dtype), labels.reshape(weight.shape)
+
+
+class SharedWeight(nn.Module):
+    """A parametrization W = centroids[labels]: training it fine-tunes the centroids, and autograd gives each
+    centroid the sum of the gradients of the weights that share it, ∂L/∂c_k = Σ_{i: label_i = k} ∂L/∂W_i."""
+
+    def __init__(self, centroids: torch.Tensor, labels: torch.Tensor):
+        super().__init__()
+        self.centroids = nn.Parameter(centroids.clone())
+        self.register_buffer("labels", labels.clone())
+
+    def forward(self, original: torch.Tensor) -> torch.Tensor:
+        return self.centroids[self.labels]
+
+
+def share_weights(model: nn.Module, bits: int, iters: int = 50) -> nn.Module:
+    """A copy of ``model`` whose Conv2d and Linear weights are k-means shared (``kmeans_quantize`` per layer)
+    through a :class:`SharedWeight` parametrization; ``kdlite.fit(model, ...)`` then fine-tunes the centroids.
+    ``torch.nn.utils.parametrize.remove_parametrizations(layer, "weight")`` bakes them in."""
+    _check_bits(bits)
+    model = copy.deepcopy(model)
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            finite(m.weight, f"the weight of layer {name!r}")
+            centroids, labels = kmeans_quantize(m.weight, bits, iters)
+            parametrize.register_parametrization(m, "weight", SharedWeight(centroids, labels), unsafe=True)
+            m.parametrizations.weight.original.requires_grad_(False)
+    return model
