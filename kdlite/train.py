@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 import os
@@ -269,54 +270,27 @@ def fit(
         desc: the progress bar's label.
     """
     epochs = integer(epochs, "epochs", 0)
-    if optimizer is not None and lr is not None:
-        raise ValueError("pass either optimizer or lr, not both: lr sets the default optimizer's learning rate")
-    if lr is not None and not (_finite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive finite number; got {lr!r}")
-    if not (_finite(weight_decay) and weight_decay >= 0):
-        raise ValueError(f"weight_decay must be a finite number >= 0; got {weight_decay!r}")
-    _check_model(model)
-    if scheduler not in ("onecycle", "cosine", None):
-        raise ValueError(f"scheduler must be 'onecycle', 'cosine' or None; got {scheduler!r}")
+    _check_fit(model, optimizer, lr, weight_decay, scheduler)
     device = training_device(device, train)
     train = _as_batches(train, 128, shuffle=True, device=device, name="train")
-    if val is not None:
-        val = _as_batches(val, 1024, shuffle=False, device=device, name="val")
+    val = None if val is None else _as_batches(val, 1024, shuffle=False, device=device, name="val")
     model.to(device)
-    steps_per_epoch = len(train) if hasattr(train, "__len__") else None
+    steps = len(train) if hasattr(train, "__len__") else None  # per epoch; a plain generator has no length
     sched = None
     if optimizer is None:
-        params = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
-        lr = 5e-3 if lr is None else lr
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-        if scheduler is not None and steps_per_epoch and epochs > 0:
-            total = epochs * steps_per_epoch
-            if scheduler == "onecycle" and total >= 10:  # shorter runs have no room for a warm-up phase
-                sched = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total, pct_start=0.2)
-            else:
-                sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-    peak_lr = max(g.get("max_lr", g["lr"]) for g in optimizer.param_groups)  # one-cycle's peak, else lr
-    show = _progress_default() if progress is None else progress
-    history = History()
-    bar = None
-    if show and epochs > 0:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=epochs * steps_per_epoch if steps_per_epoch else None, desc=desc, leave=False)
+        optimizer, sched = default_optimizer(model, extra_params, lr, weight_decay, scheduler, epochs * (steps or 0))
+    peak = max(g.get("max_lr", g["lr"]) for g in optimizer.param_groups)  # one-cycle's peak, else lr
+    history, bar = History(), _progress_bar(progress, epochs * steps if steps else None, desc)
     try:
         for epoch in range(1, epochs + 1):
             model.train()
-            t0 = time.perf_counter()
+            t0, last_good = time.perf_counter(), copy.deepcopy(model.state_dict())
             loss_sum, correct, n = torch.zeros((), device=device), torch.zeros((), device=device), 0
             for i, batch in enumerate(train):
                 batch = [t.to(device, non_blocking=True) for t in batch]
                 with _autocast(device, amp):
-                    if epoch == 1 and i == 0 and step is cross_entropy_step:
-                        loss, logits = step(model, batch, check_labels=True)
-                    else:
-                        loss, logits = _labelled(step, model, batch, i, epoch)
-                if epoch == 1 and i == 0:
-                    _check_all_labels(train, logits)  # a whole-tensor loader: every label, once
+                    loss, logits = _first_step(step, model, batch, train) if epoch == 1 and i == 0 else \
+                        _labelled(step, model, batch, i, epoch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -324,31 +298,93 @@ def fit(
                     sched.step()
                 if after_step is not None:
                     after_step()
-                y = batch[1]
-                loss_sum += loss.detach().float() * len(y)
-                correct += (logits.detach().argmax(-1) == y).sum()
-                n += len(y)
-                if bar is not None:
-                    bar.update()
-                    if i % 20 == 0:
-                        bar.set_postfix(epoch=epoch, loss=f"{loss_sum.item() / n:.4f}", acc=f"{correct.item() / n:.3f}")
-            if n == 0:
-                raise ValueError("fit got no batches: the training data is empty")
-            train_loss = loss_sum.item() / n
-            if not math.isfinite(train_loss):
-                raise FloatingPointError(
-                    f"training loss became {train_loss} in epoch {epoch}; the learning rate (peak {peak_lr:.3g}) "
-                    f"may be too high, or the inputs contain NaN/inf"
-                )
-            metrics = {"epoch": epoch, "train_loss": train_loss, "train_acc": correct.item() / n}
+                loss_sum += loss.detach().float() * len(batch[1])
+                correct += (logits.detach().argmax(-1) == batch[1]).sum()
+                n += len(batch[1])
+                _show(bar, i, epoch, loss_sum, correct, n)
+            metrics = {"epoch": epoch, **_epoch_metrics(loss_sum, correct, n, epoch, peak, model, last_good)}
             if val is not None:
                 ev = evaluate(model, val, device=device, amp=amp)
                 metrics.update(val_loss=ev["loss"], val_acc=ev["accuracy"])
             metrics.update(lr=optimizer.param_groups[0]["lr"], time=time.perf_counter() - t0)
             history.append(**metrics)
-            if bar is not None:
-                bar.set_postfix({k: f"{v:.4f}" for k, v in metrics.items() if k.endswith(("loss", "acc"))})
     finally:
         if bar is not None:
             bar.close()
     return history
+
+
+def default_optimizer(
+    model: nn.Module,
+    extra_params: Iterable[nn.Parameter] = (),
+    lr: float | None = None,
+    weight_decay: float = 5e-4,
+    scheduler: str | None = "onecycle",
+    total_steps: int = 0,
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
+    """``fit``'s recipe: AdamW (lr 5e-3 unless given) over the model's trainable parameters and ``extra_params``,
+    with a one-cycle schedule (20% warm-up, then cosine decay) over ``total_steps``, stepped per batch; runs of
+    fewer than 10 steps get plain cosine decay, which needs no warm-up room. Returns ``(optimizer, scheduler)``."""
+    params = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
+    lr = 5e-3 if lr is None else lr
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if scheduler is None or total_steps <= 0:
+        return optimizer, None
+    if scheduler == "onecycle" and total_steps >= 10:
+        return optimizer, torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=total_steps, pct_start=0.2)
+    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+
+
+def _check_fit(model, optimizer, lr, weight_decay, scheduler) -> None:
+    _check_model(model)
+    if optimizer is not None and lr is not None:
+        raise ValueError("pass either optimizer or lr, not both: lr sets the default optimizer's learning rate")
+    if lr is not None and not (_finite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive finite number; got {lr!r}")
+    if not (_finite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be a finite number >= 0; got {weight_decay!r}")
+    if scheduler not in ("onecycle", "cosine", None):
+        raise ValueError(f"scheduler must be 'onecycle', 'cosine' or None; got {scheduler!r}")
+
+
+def _first_step(step: Step, model: nn.Module, batch: Batch, train) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first step of a run, with the label checks: the batch's labels, then every label of the loader."""
+    if step is cross_entropy_step:
+        loss, logits = step(model, batch, check_labels=True)
+    else:
+        loss, logits = _labelled(step, model, batch, 0, 1)
+    _check_all_labels(train, logits)  # a whole-tensor loader: every label, once
+    return loss, logits
+
+
+def _epoch_metrics(loss_sum, correct, n: int, epoch: int, peak: float, model: nn.Module, last_good) -> dict:
+    """``train_loss`` and ``train_acc`` of an epoch; a non-finite loss restores the epoch's starting weights and
+    raises, naming the learning rate and the inputs as the usual suspects."""
+    if n == 0:
+        raise ValueError("fit got no batches: the training data is empty (a generator is used up after one "
+                         "epoch, and drop_last with batch_size > n leaves none: pass a TensorDataset or loader)")
+    train_loss = loss_sum.item() / n
+    if not math.isfinite(train_loss):
+        model.load_state_dict(last_good)
+        raise FloatingPointError(
+            f"training loss became {train_loss} in epoch {epoch}; the learning rate (peak {peak:.3g}) may be too "
+            f"high, or the inputs contain NaN/inf. The model's weights are restored to those it had at the start "
+            f"of epoch {epoch}.")
+    return {"train_loss": train_loss, "train_acc": correct.item() / n}
+
+
+def _progress_bar(progress: bool | None, total: int | None, desc: str):
+    show = _progress_default() if progress is None else progress
+    if not show or total == 0:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False)
+
+
+def _show(bar, i: int, epoch: int, loss_sum, correct, n: int) -> None:
+    """Advance the progress bar; every 20 steps show the running loss and accuracy (a device sync)."""
+    if bar is not None:
+        bar.update()
+        if i % 20 == 0:
+            bar.set_postfix(epoch=epoch, loss=f"{loss_sum.item() / n:.4f}", acc=f"{correct.item() / n:.3f}")

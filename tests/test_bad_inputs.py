@@ -126,3 +126,31 @@ def test_a_bad_label_in_a_later_batch_is_named(wrap, how):
             kdlite.fit(MLP(12, [4], 3), data, 1, progress=False)
         else:
             distill(MLP(12, [4], 3), MLP(12, [4], 3), data, 1, temperature=2.0, alpha=0.5, progress=False)
+
+
+def test_a_nan_loss_restores_the_weights_of_the_epochs_start():
+    data = toy()
+    m = MLP(12, [16], 3)
+    kdlite.fit(m, data, 1, progress=False)
+    good = {k: v.clone() for k, v in m.state_dict().items()}
+    with pytest.raises(FloatingPointError, match="restored to those it had at the start of epoch 1"):
+        kdlite.fit(m, data, 1, lr=1e12, progress=False)
+    assert all(torch.equal(v, good[k]) for k, v in m.state_dict().items())
+
+
+def test_a_used_up_generator_is_named_as_the_cause():
+    batches = ((x, y) for x, y in [toy().tensors])
+    with pytest.raises(ValueError, match="generator is used up"):
+        kdlite.fit(MLP(12, [4], 3), batches, 2, progress=False)
+
+
+def test_default_optimizer_is_fits_recipe():
+    from kdlite.train import default_optimizer
+
+    m = MLP(12, [4], 3)
+    opt, sched = default_optimizer(m, total_steps=100)
+    assert isinstance(opt, torch.optim.AdamW) and isinstance(sched, torch.optim.lr_scheduler.OneCycleLR)
+    assert opt.param_groups[0]["weight_decay"] == 5e-4
+    _, short = default_optimizer(m, total_steps=5)
+    assert isinstance(short, torch.optim.lr_scheduler.CosineAnnealingLR)
+    assert default_optimizer(m, scheduler=None, total_steps=100)[1] is None
