@@ -52,3 +52,110 @@ def finite(x: torch.Tensor, name: str) -> None:
     if not bool(torch.isfinite(x).all()):
         nan, inf = int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
         raise ValueError(f"{name} must be finite; got {nan} NaN and {inf} inf values (shape {tuple(x.shape)})")
+
+
+# --- tensors and temperatures, for the losses and ``kdlite.distill``
+
+MAX_TEMPERATURE = 1e4  # the losses' limit: beyond it float32 cannot compute T^2 · KL (see kd_loss)
+MIN_TEMPERATURE = 1e-4  # below it s / T overflows float32 for logits of a few thousand; softmax is an argmax anyway
+
+
+def temperature(temperature, high: float = math.inf) -> float:
+    if isinstance(temperature, torch.Tensor) and temperature.numel() == 1:
+        temperature = temperature.item()
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise ValueError(f"temperature must be a positive finite number; got {temperature!r}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a positive finite number (T > 0); got {temperature!r}")
+    if temperature < MIN_TEMPERATURE:
+        raise ValueError(
+            f"temperature must be at least {MIN_TEMPERATURE:g}; got {temperature!r}. Below it the softmax is an "
+            f"argmax to float precision, and logits / T overflow to inf (then NaN) for large logits."
+        )
+    if temperature > high:
+        raise ValueError(
+            f"temperature must be at most {high:g} in a distillation loss; got {temperature!r}. In float32 the "
+            f"loss's rounding error grows like T^2, and at such temperatures it swamps the loss, which can come "
+            f"out negative or NaN. For the high-temperature limit, match centred logits with an MSE instead "
+            f"(chapter 2)."
+        )
+    return float(temperature)
+
+
+def weight(name: str, value, low: float = 0.0, high: float = math.inf) -> float:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number in [{low}, {high}]; got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}]; got {value!r}")
+    return float(value)
+
+
+def float_tensor(name: str, x, min_dim: int = 1) -> None:
+    """``x`` is a floating tensor of at least ``min_dim`` dimensions with no NaN or inf."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor (raw logits/features); got dtype {x.dtype}")
+    if x.dim() < min_dim:
+        raise ValueError(f"{name} must have at least {min_dim} dimension(s); got shape {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)}); expected a batch of at least one example")
+    if not torch.isfinite(x).all():
+        bad = (~torch.isfinite(x)).sum().item()
+        raise ValueError(f"{name} contains {bad} NaN or inf value(s); expected finite values")
+
+
+def logit_pair(student_logits, teacher_logits) -> None:
+    float_tensor("student_logits", student_logits)
+    float_tensor("teacher_logits", teacher_logits)
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"student_logits and teacher_logits must have the same shape (batch, classes); got "
+            f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
+            + (" (different class counts)" if student_logits.shape[:-1] == teacher_logits.shape[:-1] else "")
+        )
+
+
+def targets(targets, logits: torch.Tensor) -> None:
+    if not isinstance(targets, torch.Tensor):
+        raise TypeError(f"targets must be a torch.Tensor of class indices; got {type(targets).__name__}")
+    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+        raise ValueError(f"targets must be integer class indices; got dtype {targets.dtype}")
+    if targets.shape != logits.shape[:-1]:
+        raise ValueError(
+            f"targets must have shape {tuple(logits.shape[:-1])} (one class index per row of the logits); "
+            f"got {tuple(targets.shape)}"
+        )
+    num_classes = logits.shape[-1]
+    if ((targets < 0) | (targets >= num_classes)).any():  # one device sync, not two
+        lo, hi = targets.min().item(), targets.max().item()
+        raise ValueError(
+            f"targets must be in [0, {num_classes - 1}] (C = {num_classes}); got values in [{lo}, {hi}]"
+        )
+
+
+def kd_args(student_logits, teacher_logits, temperature, targets=None) -> float:
+    """The checks of ``kd_loss`` (and, with ``targets``, ``distillation_loss``); returns the temperature."""
+    logit_pair(student_logits, teacher_logits)
+    if targets is not None:
+        _targets(targets, student_logits)
+    return _temperature(temperature, MAX_TEMPERATURE)
+
+
+def alpha(alpha) -> float:
+    return weight("alpha", alpha, 0.0, 1.0)
+
+
+def same_batch(student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> None:
+    if student_feat.shape[0] != teacher_feat.shape[0]:
+        raise ValueError(
+            f"student_feat and teacher_feat must have the same batch size; got shapes "
+            f"{tuple(student_feat.shape)} "
+            f"and {tuple(teacher_feat.shape)}"
+        )
+
+
+
+_temperature, _targets = temperature, targets  # for kd_args, whose arguments shadow these names

@@ -18,8 +18,9 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from . import _checks as checks
 from .data import DeviceLoader
-from .losses import MAX_TEMPERATURE, _check_temperature, _check_weight, distillation_loss
+from .losses import MAX_TEMPERATURE, distillation_loss
 from .train import Batch, History, _as_batches, fit, training_device
 
 ExtraLoss = Callable[[torch.Tensor, torch.Tensor, Batch], torch.Tensor]
@@ -80,8 +81,7 @@ def distill(
             without ``augment``: with augmentation the teacher must see the student's view (Beyer et al.,
             2022). Feature losses that tap the teacher need the live teacher.
     """
-    temperature = _check_temperature(temperature, MAX_TEMPERATURE)
-    alpha = _check_weight("alpha", alpha, 0.0, 1.0)
+    temperature, alpha = checks.temperature(temperature, MAX_TEMPERATURE), checks.alpha(alpha)
     if not isinstance(student, nn.Module) or not isinstance(teacher, nn.Module):
         raise TypeError(f"student and teacher must be nn.Modules; got {type(student).__name__}, "
                         f"{type(teacher).__name__}")

@@ -19,110 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# ------------------------------------------------------------------------------------------------------------
-# Input checks (shared by the losses and by ``kdlite.distill``).
-
-
-MAX_TEMPERATURE = 1e4  # the losses' limit: beyond it float32 cannot compute T^2 · KL (see kd_loss)
-MIN_TEMPERATURE = 1e-4  # below it s / T overflows float32 for logits of a few thousand; softmax is an argmax anyway
-
-
-def _check_temperature(temperature, high: float = math.inf) -> float:
-    if isinstance(temperature, torch.Tensor) and temperature.numel() == 1:
-        temperature = temperature.item()
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise ValueError(f"temperature must be a positive finite number; got {temperature!r}")
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a positive finite number (T > 0); got {temperature!r}")
-    if temperature < MIN_TEMPERATURE:
-        raise ValueError(
-            f"temperature must be at least {MIN_TEMPERATURE:g}; got {temperature!r}. Below it the softmax is an "
-            f"argmax to float precision, and logits / T overflow to inf (then NaN) for large logits."
-        )
-    if temperature > high:
-        raise ValueError(
-            f"temperature must be at most {high:g} in a distillation loss; got {temperature!r}. In float32 the "
-            f"loss's rounding error grows like T^2, and at such temperatures it swamps the loss, which can come "
-            f"out negative or NaN. For the high-temperature limit, match centred logits with an MSE instead "
-            f"(chapter 2)."
-        )
-    return float(temperature)
-
-
-def _check_weight(name: str, value, low: float = 0.0, high: float = math.inf) -> float:
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number in [{low}, {high}]; got {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be in [{low}, {high}]; got {value!r}")
-    return float(value)
-
-
-def _check_tensor(name: str, x, min_dim: int = 1) -> None:
-    """``x`` is a floating tensor of at least ``min_dim`` dimensions with no NaN or inf."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor (raw logits/features); got dtype {x.dtype}")
-    if x.dim() < min_dim:
-        raise ValueError(f"{name} must have at least {min_dim} dimension(s); got shape {tuple(x.shape)}")
-    if x.numel() == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(x.shape)}); expected a batch of at least one example")
-    if not torch.isfinite(x).all():
-        bad = (~torch.isfinite(x)).sum().item()
-        raise ValueError(f"{name} contains {bad} NaN or inf value(s); expected finite values")
-
-
-def _check_logit_pair(student_logits, teacher_logits) -> None:
-    _check_tensor("student_logits", student_logits)
-    _check_tensor("teacher_logits", teacher_logits)
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(
-            f"student_logits and teacher_logits must have the same shape (batch, classes); got "
-            f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
-            + (" (different class counts)" if student_logits.shape[:-1] == teacher_logits.shape[:-1] else "")
-        )
-
-
-def _check_targets(targets, logits: torch.Tensor) -> None:
-    if not isinstance(targets, torch.Tensor):
-        raise TypeError(f"targets must be a torch.Tensor of class indices; got {type(targets).__name__}")
-    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
-        raise ValueError(f"targets must be integer class indices; got dtype {targets.dtype}")
-    if targets.shape != logits.shape[:-1]:
-        raise ValueError(
-            f"targets must have shape {tuple(logits.shape[:-1])} (one class index per row of the logits); "
-            f"got {tuple(targets.shape)}"
-        )
-    num_classes = logits.shape[-1]
-    if ((targets < 0) | (targets >= num_classes)).any():  # one device sync, not two
-        lo, hi = targets.min().item(), targets.max().item()
-        raise ValueError(
-            f"targets must be in [0, {num_classes - 1}] (C = {num_classes}); got values in [{lo}, {hi}]"
-        )
-
-
-def _check_kd(student_logits, teacher_logits, temperature, targets=None) -> float:
-    """The checks of ``kd_loss`` (and, with ``targets``, ``distillation_loss``); returns the temperature."""
-    _check_logit_pair(student_logits, teacher_logits)
-    if targets is not None:
-        _check_targets(targets, student_logits)
-    return _check_temperature(temperature, MAX_TEMPERATURE)
-
-
-def _check_alpha(alpha) -> float:
-    return _check_weight("alpha", alpha, 0.0, 1.0)
-
-
-def _check_same_batch(student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> None:
-    if student_feat.shape[0] != teacher_feat.shape[0]:
-        raise ValueError(
-            f"student_feat and teacher_feat must have the same batch size; got shapes "
-            f"{tuple(student_feat.shape)} "
-            f"and {tuple(teacher_feat.shape)}"
-        )
-
+from . import _checks as checks
+from ._checks import MAX_TEMPERATURE, MIN_TEMPERATURE  # noqa: F401  (kdlite.losses.MAX_TEMPERATURE)
 
 # ------------------------------------------------------------------------------------------------------------
 # Soft targets and knowledge distillation (Hinton, Vinyals & Dean, 2015).
@@ -135,8 +33,8 @@ def soft_targets(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 
     T = 1 is the ordinary softmax; larger T spreads probability over the wrong classes ("dark knowledge").
     """
-    temperature = _check_temperature(temperature)
-    _check_tensor("logits", logits)
+    temperature = checks.temperature(temperature)
+    checks.float_tensor("logits", logits)
     return torch.softmax(logits / temperature, dim=-1)
 
 
@@ -162,7 +60,7 @@ def kd_loss(
     ``check=False`` skips the argument checks (their device syncs): for a training loop that checked its
     first batch, as ``kdlite.distill`` does.
     """
-    temperature = _check_kd(student_logits, teacher_logits, temperature) if check else temperature
+    temperature = checks.kd_args(student_logits, teacher_logits, temperature) if check else temperature
     log_p = F.log_softmax(student_logits.float() / temperature, dim=-1)
     log_q = F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
     kl = (log_q.exp() * (log_q - log_p)).sum(-1)  # one KL(q || p) per example
@@ -185,7 +83,7 @@ def distillation_loss(
     term instead; here it is always the teacher's share. ``check=False``: as in :func:`kd_loss`.
     """
     if check:
-        temperature, alpha = _check_kd(student_logits, teacher_logits, temperature, targets), _check_alpha(alpha)
+        temperature, alpha = checks.kd_args(student_logits, teacher_logits, temperature, targets), checks.alpha(alpha)
     soft = kd_loss(student_logits, teacher_logits, temperature, check=False)
     hard = F.cross_entropy(student_logits.float().reshape(-1, student_logits.shape[-1]), targets.reshape(-1).long())
     return alpha * soft + (1 - alpha) * hard
@@ -216,15 +114,15 @@ def dkd_loss(
     to do the same, give ``distill`` a weight that is a function of the epoch,
     ``extra_losses=[(lambda epoch: min(epoch / 20, 1.0), lambda s, t, b: dkd_loss(s, t, b[1], 4.0, 1.0, 8.0))]``.
     """
-    temperature = _check_temperature(temperature, MAX_TEMPERATURE)
-    alpha = _check_weight("alpha", alpha)
-    beta = _check_weight("beta", beta)
-    _check_logit_pair(student_logits, teacher_logits)
+    temperature = checks.temperature(temperature, MAX_TEMPERATURE)
+    alpha = checks.weight("alpha", alpha)
+    beta = checks.weight("beta", beta)
+    checks.logit_pair(student_logits, teacher_logits)
     if student_logits.shape[-1] < 2:
         raise ValueError(
             f"dkd_loss needs at least 2 classes; got logits of shape {tuple(student_logits.shape)}"
         )
-    _check_targets(targets, student_logits)
+    checks.targets(targets, student_logits)
     c = student_logits.shape[-1]
     s = student_logits.float().reshape(-1, c) / temperature
     t = teacher_logits.detach().float().reshape(-1, c) / temperature
@@ -261,9 +159,9 @@ def hint_loss(
     if they do not, the error says which ``kdlite.features.connector`` would fit. The connector's parameters
     must be trained with the student (``distill(..., extra_params=connector.parameters())``).
     """
-    _check_tensor("student_feat", student_feat)
-    _check_tensor("teacher_feat", teacher_feat)
-    _check_same_batch(student_feat, teacher_feat)
+    checks.float_tensor("student_feat", student_feat)
+    checks.float_tensor("teacher_feat", teacher_feat)
+    checks.same_batch(student_feat, teacher_feat)
     if connector is not None:
         if not callable(connector):
             raise TypeError(f"connector must be a module (e.g. kdlite.features.connector(...)); got {connector!r}")
@@ -319,7 +217,7 @@ def attention_map(feat: torch.Tensor, p: float = 2) -> torch.Tensor:
     activations are scaled, so each is first divided by its largest |a|: |a|^p cannot overflow for large p.
     p < 1 is refused: the gradient of |a|^p is infinite at a = 0, which every ReLU output has.
     """
-    _check_tensor("feat", feat, min_dim=3)
+    checks.float_tensor("feat", feat, min_dim=3)
     if isinstance(p, bool) or not isinstance(p, numbers.Real) or not (math.isfinite(p) and p >= 1):
         raise ValueError(f"p must be a finite number >= 1 (the exponent of |a|^p; the paper uses 2); got {p!r}")
     a = feat.float().abs()
@@ -340,9 +238,9 @@ def attention_transfer_loss(
     channel counts (the map averages channels away); different spatial sizes raise ``ValueError`` unless you
     resize one side first (``F.interpolate`` or ``F.adaptive_avg_pool2d``).
     """
-    _check_tensor("student_feat", student_feat, min_dim=3)
-    _check_tensor("teacher_feat", teacher_feat, min_dim=3)
-    _check_same_batch(student_feat, teacher_feat)
+    checks.float_tensor("student_feat", student_feat, min_dim=3)
+    checks.float_tensor("teacher_feat", teacher_feat, min_dim=3)
+    checks.same_batch(student_feat, teacher_feat)
     if student_feat.shape[2:] != teacher_feat.shape[2:]:
         raise ValueError(
             f"student_feat and teacher_feat must have the same spatial size; got "
@@ -388,11 +286,11 @@ def rkd_loss(
     learning (the defaults); CIFAR benchmarks often use 25 and 50. Memory is O(N^2 · D): apply it to
     pooled embeddings. Needs N >= 2.
     """
-    _check_tensor("student_feat", student_feat)
-    _check_tensor("teacher_feat", teacher_feat)
-    _check_same_batch(student_feat, teacher_feat)
-    distance_weight = _check_weight("distance_weight", distance_weight)
-    angle_weight = _check_weight("angle_weight", angle_weight)
+    checks.float_tensor("student_feat", student_feat)
+    checks.float_tensor("teacher_feat", teacher_feat)
+    checks.same_batch(student_feat, teacher_feat)
+    distance_weight = checks.weight("distance_weight", distance_weight)
+    angle_weight = checks.weight("angle_weight", angle_weight)
     n = student_feat.shape[0]
     if n < 2:
         raise ValueError(
@@ -421,9 +319,9 @@ def similarity_preserving_loss(student_feat: torch.Tensor, teacher_feat: torch.T
 
     D_s and D_t may differ (only the N x N similarities are compared). The paper weights it with gamma = 3000.
     """
-    _check_tensor("student_feat", student_feat)
-    _check_tensor("teacher_feat", teacher_feat)
-    _check_same_batch(student_feat, teacher_feat)
+    checks.float_tensor("student_feat", student_feat)
+    checks.float_tensor("teacher_feat", teacher_feat)
+    checks.same_batch(student_feat, teacher_feat)
     n = student_feat.shape[0]
 
     def gram(feat: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from . import _checks as checks
 from ._checks import integer
 from .device import get_device, seed_everything, synchronize  # noqa: F401  (kdlite.train.get_device, as before)
 
@@ -90,10 +91,8 @@ def cross_entropy_step(
 
 
 def _check_labels(y: torch.Tensor, logits: torch.Tensor, where: str) -> None:
-    from .losses import _check_targets
-
     try:
-        _check_targets(y, logits)
+        checks.targets(y, logits)
     except (TypeError, ValueError) as e:
         message = str(e).replace("targets", "labels", 1)
         raise ValueError(f"labels of {where}: {message}; the model outputs {logits.shape[-1]} classes") from None
