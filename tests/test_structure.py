@@ -60,3 +60,43 @@ def test_chapters_show_and_import_public_names_only():
     found = [f"{md.name}:{i}: {line.strip()}" for md in chapters
              for i, line in enumerate(md.read_text().splitlines(), 1) if private.search(line)]
     assert not found, "chapters use private kdlite names:\n" + "\n".join(found)
+
+
+def check_share(path: Path) -> float:
+    """Check statements over all statements (imports, docstrings and definitions aside): the statements inside
+    ``_check*`` functions, ``if`` blocks whose body only raises, and ``raise`` statements (issue #15's measure)."""
+    tree = ast.parse(path.read_text())
+    statements = lambda node: [n for n in ast.walk(node) if isinstance(n, ast.stmt)]  # noqa: E731
+    skipped = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)
+    docstring = lambda n: isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) and isinstance(  # noqa: E731
+        n.value.value, str)
+    counted = [n for n in statements(tree) if not isinstance(n, skipped) and not docstring(n)]
+    checks = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.FunctionDef) and n.name.startswith("_check"):
+            checks.update(id(m) for m in statements(n) if m is not n)
+        if isinstance(n, ast.If) and n.body and not n.orelse and all(isinstance(b, ast.Raise) for b in n.body):
+            checks.update([id(n), *(id(b) for b in n.body)])
+        if isinstance(n, ast.Raise):
+            checks.add(id(n))
+    return sum(id(s) in checks for s in counted) / max(1, len(counted))
+
+
+# Modules still above the 20% goal, with the share they may not exceed until their checks move to _checks.py.
+NOT_YET = {"data/cache.py": 0.26, "data/sources.py": 0.35, "distill.py": 0.44, "features.py": 0.37,
+           "quant/affine.py": 0.33, "quant/calibration.py": 0.27, "report.py": 0.23, "train.py": 0.22}
+
+
+def test_modules_are_mostly_formula_not_checks():
+    over = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = str(path.relative_to(PACKAGE))
+        if name != "_checks.py" and check_share(path) > NOT_YET.get(name, 0.20):
+            over[name] = round(check_share(path), 3)
+    assert not over, f"modules above their share of check statements: {over}"
+
+
+def test_no_file_is_too_long_to_read_in_one_sitting():
+    lines = {str(p.relative_to(PACKAGE)): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
+    long = {name: n for name, n in lines.items() if n > 400}
+    assert not long, f"files over 400 lines: {long}"
