@@ -492,3 +492,63 @@ def test_cifar_batches_written_by_python_3(tmp_path, protocol):
     (base / "test_batch").write_bytes(batch(arrays["x_test"], arrays["y_test"]))
     import_dataset("cifar10", base, root=tmp_path / "c")
     assert_round_trip(arrays, *load_dataset("cifar10", root=tmp_path / "c", download=False))
+
+
+# ------------------------------------------------------------------------------------- found in a review
+
+
+def test_importing_from_a_folder_named_like_kdlite_leftovers_keeps_it(tmp_path):
+    arrays = fake("mnist")
+    write_mnist_folder(tmp_path / "c" / "mnist-raw", arrays)  # kdlite 0.1 used this name for its downloads
+    import_dataset("mnist", tmp_path / "c" / "mnist-raw", root=tmp_path / "c")
+    assert (tmp_path / "c" / "mnist-raw" / "MNIST" / "raw").is_dir()
+
+
+def test_a_cifar_batch_with_too_few_labels_is_named(tmp_path):
+    base = tmp_path / "cifar-10-batches-py"
+    base.mkdir()
+    arrays = fake("cifar10")
+    for member, raw in cifar_batches("cifar10", arrays).items():
+        (base / member).write_bytes(raw)
+    batch = pickle.loads((base / "data_batch_4").read_bytes())
+    batch[b"labels"] = batch[b"labels"][:-1]
+    (base / "data_batch_4").write_bytes(pickle.dumps(batch, protocol=2))
+    with pytest.raises(ValueError, match=r"data_batch_4.*labels for .* images"):
+        import_dataset("cifar10", base, root=tmp_path / "c")
+
+
+def test_an_old_cache_with_labels_beyond_uint8_is_not_laundered(tmp_path):
+    arrays = fake("mnist")
+    y = torch.from_numpy(arrays["y_train"]).long()
+    y[0] = 258  # would wrap to 2 as uint8
+    old = (as_nchw(arrays["x_train"]).float() / 255, as_nchw(arrays["x_test"]).float() / 255, y,
+           torch.from_numpy(arrays["y_test"]).long())
+    torch.save(old, tmp_path / "mnist.pt")
+    with pytest.raises(DatasetCacheError, match="labels are not integers in 0 .. 9"):
+        load_dataset("mnist", root=tmp_path, download=False)
+
+
+def test_a_full_disk_is_a_clear_error(tmp_path, monkeypatch):
+    def no_space(obj, path):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1088 vs 982")
+
+    monkeypatch.setattr(kcache.torch, "save", no_space)
+    np.savez(tmp_path / "src.npz", **fake("mnist"))
+    with pytest.raises(DatasetCacheError, match=r"could not write .*mnist\.pt.*disk full.*KDLITE_DATA"):
+        import_dataset("mnist", tmp_path / "src.npz", root=tmp_path / "c")
+    assert folder_files(tmp_path / "c") == []
+
+
+def test_mnist_files_are_not_taken_for_fashion_mnist(tmp_path):
+    write_mnist_folder(tmp_path / "tv", fake("mnist"), cls="MNIST")
+    with pytest.raises(ValueError, match="outside other datasets' folders"):
+        import_dataset("fashion-mnist", tmp_path / "tv", root=tmp_path / "c")
+
+
+def test_npz_with_object_arrays_names_the_key(tmp_path):
+    arrays = fake("mnist")
+    arrays["y_train"] = np.array([object()] * 30, dtype=object)
+    np.savez(tmp_path / "obj.npz", **arrays)
+    with pytest.raises(ValueError, match=r"obj\.npz: y_train is not a plain numeric array") as e:
+        import_dataset("mnist", tmp_path / "obj.npz", root=tmp_path / "c")
+    assert "allow_pickle" not in str(e.value).split("(")[0]

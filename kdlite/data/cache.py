@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,10 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
 
 def is_cached(name: str, root: str | os.PathLike | None = None) -> bool:
     """Whether the downloadable dataset ``name`` has a cache file in the cache folder (not checked: see load)."""
+    try:
+        name = dataset_name(name)
+    except ValueError:
+        return False
     return (data_root(root) / f"{name}.pt").is_file()
 
 
@@ -81,9 +86,10 @@ def import_dataset(
     if name not in DOWNLOADABLE_DATASETS:
         raise ValueError(f"name must be a dataset to download: {', '.join(DOWNLOADABLE_DATASETS)}; got {name!r} "
                          f"(the offline datasets {', '.join(OFFLINE_DATASETS)} need no import)")
-    arrays = checked(name, read_source(name, Path(source).expanduser()))
+    source = Path(source).expanduser()
+    arrays = checked(name, read_source(name, source))
     root = _writable(data_root(root))
-    with _locked(root, name):
+    with _locked(root, name, keep=source):
         return _save(name, arrays, root, note.strip())
 
 
@@ -133,18 +139,22 @@ def _save(name: str, arrays: dict[str, np.ndarray], root: Path, note: str = "") 
     path = root / f"{name}.pt"
     record = {"kdlite_cache": FORMAT, "name": name, "note": note, "sha256": _checksum(name, arrays),
               **{k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in arrays.items()}}
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{name}-", suffix=".partial")
-    os.close(fd)
+    tmp = root / f".{name}-{uuid.uuid4().hex}.partial"
     try:
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # mode 0666 less the umask
         torch.save(record, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a shared cache must be readable as the umask says
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # a full disk reaches us as torch's "unexpected pos" RuntimeError
+        raise DatasetCacheError(f"could not write {path} ({type(e).__name__}: {str(e).splitlines()[0][:120]}); is "
+                                f"the disk full? Set KDLITE_DATA to a folder with room ({_size(arrays)} MB) that "
+                                f"you can write") from None
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        tmp.unlink(missing_ok=True)
     return path
+
+
+def _size(arrays: dict[str, np.ndarray]) -> int:
+    return round(sum(a.nbytes for a in arrays.values()) / 1e6)
 
 
 def _load(name: str, path: Path) -> dict[str, torch.Tensor]:
@@ -193,13 +203,18 @@ def _invalid(name: str, arrays: dict[str, np.ndarray]) -> str | None:
 def _upgrade(name: str, path: Path, record: tuple, rebuild: str) -> dict[str, np.ndarray]:
     """A cache of kdlite 0.1 (float32 images in [0, 1]): converted to uint8, which is exact (they were k / 255)."""
     try:
-        as_u8 = lambda x: np.rint(x.astype(np.float64) * 255).clip(0, 255).astype(np.uint8)  # noqa: E731
-        xtr, ytr, xte, yte = (t.numpy() for t in (record[0], record[2], record[1], record[3]))
-        if not all(np.allclose(x * 255.0, as_u8(x), atol=1e-3) for x in (xtr, xte)):
+        x_train, x_test, y_train, y_test = (t.numpy() for t in record)  # kdlite 0.1's order
+        codes = [np.rint(x * 255.0) for x in (x_train, x_test)]  # float32 k / 255 times 255 rounds back to k
+        if not all(np.abs(x * 255.0 - q).max() < 1e-3 and q.min() >= 0 and q.max() <= 255
+                   for x, q in zip((x_train, x_test), codes, strict=True)):
             raise ValueError("its images are not multiples of 1/255 in [0, 1]")
-        arrays = {"x_train": as_u8(xtr), "y_train": ytr.astype(np.uint8), "x_test": as_u8(xte),
-                  "y_test": yte.astype(np.uint8)}
-        problem = _invalid(name, arrays) or ("labels out of range" if min(ytr.min(), yte.min()) < 0 else None)
+        classes = SPECS[name][1]
+        if not all(np.issubdtype(y.dtype, np.integer) and 0 <= y.min() <= y.max() < classes
+                   for y in (y_train, y_test)):
+            raise ValueError(f"its labels are not integers in 0 .. {classes - 1}")
+        arrays = {"x_train": codes[0].astype(np.uint8), "y_train": y_train.astype(np.uint8),
+                  "x_test": codes[1].astype(np.uint8), "y_test": y_test.astype(np.uint8)}
+        problem = _invalid(name, arrays)
     except (ValueError, TypeError, AttributeError, IndexError) as e:
         problem = str(e)
     if problem:
@@ -209,9 +224,9 @@ def _upgrade(name: str, path: Path, record: tuple, rebuild: str) -> dict[str, np
         with _locked(path.parent, name):
             _save(name, arrays, path.parent)
         print(f"kdlite: {path} was written by an older kdlite (float32); rewrote it as uint8 with a checksum")
-    except OSError:
-        print(f"kdlite: {path} was written by an older kdlite (float32); converted it in memory (the folder is "
-              f"read-only: delete the file and load {name!r} again to rebuild it)")
+    except (OSError, DatasetCacheError) as e:
+        print(f"kdlite: {path} was written by an older kdlite (float32); converted it in memory, since it could not "
+              f"be rewritten ({e}); delete the file and load {name!r} again to rebuild it")
     return arrays
 
 
@@ -265,20 +280,29 @@ def _writable(root: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _locked(root: Path, name: str):
-    """Hold a lock on the folder ``root`` (where the OS has ``fcntl``), then clear what killed processes left."""
+def _locked(root: Path, name: str, keep: Path | None = None):
+    """Hold a lock on the folder ``root``, then clear what killed processes left behind (never ``keep``).
+
+    Without a lock (Windows has no ``fcntl``; NFS may refuse ``flock`` on a folder), concurrent first loads are
+    still safe, each in its own temporary folder and file, only not economical; then only leftovers older than a
+    day are surely abandoned.
+    """
     try:
         import fcntl
-    except ImportError:  # Windows: no lock; only leftovers older than a day are surely abandoned
+    except ImportError:
         fcntl = None
     fd = os.open(root, os.O_RDONLY) if fcntl else None  # a lock on the folder itself leaves no lock file behind
+    locked = False
     try:
-        if fcntl:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        age = 0 if fcntl else 86400
+        if fd is not None:
+            with contextlib.suppress(OSError):  # EBADF / ENOLCK / EOPNOTSUPP on some network file systems
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                locked = True
+        age = 0 if locked else 86400
+        keep = keep.resolve() if keep is not None else None
         for p in [*root.glob(f".{name}-*.partial"), *root.glob(f".{name}-raw-*"), root / f"{name}-raw"]:
-            with contextlib.suppress(OSError):
-                if p.exists() and time.time() - p.stat().st_mtime >= age:
+            with contextlib.suppress(OSError):  # ``NAME-raw``: what kdlite 0.1 left when it was killed
+                if p.exists() and p.resolve() != keep and time.time() - p.stat().st_mtime >= age:
                     shutil.rmtree(p) if p.is_dir() else p.unlink()
         yield
     finally:

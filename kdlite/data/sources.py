@@ -81,19 +81,26 @@ def checked(name: str, arrays: dict[str, tuple[np.ndarray, str]]) -> dict[str, n
 
 
 def _read_npz(path: Path) -> dict[str, tuple[np.ndarray, str]]:
+    if not zipfile.is_zipfile(path):  # numpy would suggest allow_pickle=True: never for a dataset file
+        raise ValueError(f"{path}: cannot be read as an .npz file: it is truncated, damaged or of another format "
+                         f"(expected a zip archive of the .npy arrays {', '.join(KEYS)})")
+    arrays = {}
     try:
         with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in KEYS if k not in z.files]
-            if missing:
-                raise ValueError(f"{path}: missing key {missing[0]!r}; expected the arrays {', '.join(KEYS)} "
-                                 f"(found: {', '.join(z.files) or 'none'})")
-            return {k: (z[k], f"{path} [{k}]") for k in KEYS}
+            files = list(z.files)
+            for key in (k for k in KEYS if k in files):
+                try:
+                    arrays[key] = (z[key], f"{path} [{key}]")
+                except ValueError as e:  # an object array: it would need pickle
+                    raise ValueError(f"{path}: {key} is not a plain numeric array ({e}); expected uint8 images and "
+                                     f"integer labels") from None
     except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as e:
         raise _unreadable(path, e) from None
-    except ValueError as e:
-        if str(e).startswith(str(path)):
-            raise
-        raise _unreadable(path, e) from None  # numpy's messages for pickled or truncated members
+    missing = [k for k in KEYS if k not in arrays]
+    if missing:
+        raise ValueError(f"{path}: missing key {missing[0]!r}; expected the arrays {', '.join(KEYS)} "
+                         f"(found: {', '.join(files) or 'none'})")
+    return arrays
 
 
 def _read_idx_folder(name: str, folder: Path) -> dict[str, tuple[np.ndarray, str]]:
@@ -109,9 +116,7 @@ def _read_idx(path: Path) -> np.ndarray:
     try:
         raw = path.read_bytes()
         raw = gzip.decompress(raw) if path.suffix == ".gz" else raw
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise _unreadable(path, e) from None
-    except Exception as e:  # zlib.error
+    except Exception as e:  # OSError, EOFError, gzip.BadGzipFile, zlib.error
         raise _unreadable(path, e) from None
     if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 0x08 or raw[3] not in (1, 3):
         raise ValueError(f"{path}: not an IDX file of unsigned bytes (magic {raw[:4].hex() or 'missing'}; expected "
@@ -183,8 +188,15 @@ def _cifar_arrays(name: str, read) -> dict[str, tuple[np.ndarray, str]]:
             if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072:
                 raise ValueError(f"{origin}: 'data' has shape {x.shape} and dtype {x.dtype}; expected (N, 3072) "
                                  f"uint8 (32×32 images, R, G, B planes)")
+            y = np.asarray(batch[label_key])
+            if y.ndim != 1 or len(y) != len(x):  # per batch: a short one would shift every later label
+                raise ValueError(f"{origin}: {label_key!r} holds {y.size} labels for {len(x)} images; expected one "
+                                 f"label per image")
+            if len(y) and (not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= SPECS[name][1]):
+                raise ValueError(f"{origin}: {label_key!r} has labels from {y.min()} to {y.max()}; expected integers "
+                                 f"0 .. {SPECS[name][1] - 1}")
             xs.append(x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-            ys.append(np.asarray(batch[label_key]))
+            ys.append(y)
             where.append(origin)
         out[f"x_{split}"] = (np.concatenate(xs), where[0] if len(where) == 1 else f"{where[0]} (and the others)")
         out[f"y_{split}"] = (np.concatenate(ys), out[f"x_{split}"][1])
@@ -212,13 +224,17 @@ def _unpickle(raw: bytes, origin: str):
 
 
 def _find(folder: Path, names: tuple[str, ...], prefer: str) -> Path:
-    """The file called one of ``names`` in ``folder`` or below, preferring a path through a folder named ``prefer``."""
-    hits = [p for n in names for p in sorted(folder.rglob(n)) if p.is_file()]
-    best = [p for p in hits if prefer in p.relative_to(folder).parts] or [p for p in hits if p.parent == folder]
-    if not (best or hits):
-        raise ValueError(f"{folder}: no file {names[0]} (or {names[1]}) in it; expected the folder torchvision writes "
-                         f"for this dataset (its IDX files, .gz or not)")
-    return (best or hits)[0]
+    """The file called one of ``names`` in ``folder`` or below, preferring a path through a folder named ``prefer``
+    and never one through another torchvision dataset's folder (MNIST's files are not Fashion-MNIST's)."""
+    others = {"MNIST", "FashionMNIST", "KMNIST", "EMNIST", "QMNIST"} - {prefer}
+    hits = [p for n in names for p in sorted(folder.rglob(n))
+            if p.is_file() and not others & set(p.relative_to(folder).parts)]
+    best = [p for p in hits if prefer in p.relative_to(folder).parts] or hits
+    if not best:
+        raise ValueError(f"{folder}: no file {names[0]} (or {names[1]}) in it outside other datasets' folders; "
+                         f"expected the folder torchvision writes for this dataset ({prefer}/raw, its IDX files, "
+                         f".gz or not)")
+    return best[0]
 
 
 def _unreadable(path, e: BaseException) -> ValueError:
