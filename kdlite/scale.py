@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import os
 import socket
+import threading
 from dataclasses import dataclass, replace
 
 import torch
@@ -82,20 +83,31 @@ def _flag(name: str) -> bool:
 
 
 @functools.cache
-def _reachable(name: str) -> bool:
-    """Whether the first server torchvision downloads ``name`` from accepts a connection (asked once a process)."""
+def _reachable(name: str, timeout: float = 3.0) -> bool:
+    """Whether the first server torchvision downloads ``name`` from accepts a connection within ``timeout`` seconds,
+    name lookup included (asked once a process). Behind a proxy the answer is yes: let the download try."""
     import urllib.parse
 
     import torchvision.datasets as tvd
 
-    cls = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}
-    url = cls[name].mirrors[0] if hasattr(cls[name], "mirrors") else cls[name].url
-    host = urllib.parse.urlsplit(url)
-    try:
-        socket.create_connection((host.hostname, host.port or (443 if host.scheme == "https" else 80)), 3).close()
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
         return True
-    except OSError:
-        return False
+    cls = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}
+    url = urllib.parse.urlsplit(cls[name].mirrors[0] if hasattr(cls[name], "mirrors") else cls[name].url)
+    address = (url.hostname, url.port or (443 if url.scheme == "https" else 80))
+    answer: list[bool] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection(address, timeout).close()
+            answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    probe = threading.Thread(target=connect, daemon=True)  # a resolver that never answers must not hang a chapter
+    probe.start()
+    probe.join(timeout)
+    return bool(answer and answer[0])
 
 
 def _resolve(wanted: str, name: str, offline: bool) -> tuple[str, str]:

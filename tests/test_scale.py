@@ -51,3 +51,28 @@ def test_scale_names_are_case_insensitive_and_errors_name_their_source(monkeypat
     monkeypatch.setenv("KDLITE_SCALE", "huge")
     with pytest.raises(ValueError, match="^KDLITE_SCALE must be one of"):
         scale()
+
+
+def _fresh_probe():
+    """scale._reachable as defined (conftest replaces it for every test), from a fresh copy of the module."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("kdlite.scale")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_network_probe_is_bounded_and_trusts_a_proxy(monkeypatch):
+    import socket
+    import time
+
+    module = _fresh_probe()
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(5))  # a resolver that hangs
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    t0 = time.perf_counter()
+    assert module._reachable("mnist", timeout=0.3) is False
+    assert time.perf_counter() - t0 < 2
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert module._reachable("cifar10", timeout=0.3) is True
