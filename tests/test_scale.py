@@ -67,6 +67,8 @@ def test_the_network_probe_is_bounded_and_trusts_a_proxy(monkeypatch):
     import socket
     import time
 
+    import torchvision.datasets  # noqa: F401  (imported by the probe; not what is timed here)
+
     module = _fresh_probe()
     monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(5))  # a resolver that hangs
     for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
