@@ -11,6 +11,11 @@ One concept per module:
   ``structured``: channel pruning;
 - ``quant`` (a package): affine quantization, calibration, QAT and PTQ, k-means weight sharing, real int8 kernels
   (``kdlite.int8.to_int8`` is ``kdlite.quant.to_int8``).
+
+One rule for models: what trains or prunes a model changes the one you pass, in place (``fit`` and ``distill``
+return a ``History``, ``magnitude_prune`` the masks; ``apply_masks``, ``remove_masks``, ``rewind`` and ``calibrate``
+return the same model); what changes a model's structure returns a new model and leaves yours as it was
+(``channel_prune``, ``fold_all_batchnorm``, ``prepare_qat``, ``quantize_ptq``, ``share_weights``, ``to_int8``).
 """
 
 from . import data, distill, features, int8, losses, measure, models, prune, quant, report, structured, train
