@@ -20,8 +20,9 @@ return the same model); what changes a model's structure returns a new model and
 
 from . import data, distill, features, int8, losses, measure, models, prune, quant, report, structured, train
 from .data import DeviceLoader, load_dataset
+from .device import get_device, seed_everything
 from .scale import Scale, scale
-from .train import History, evaluate, fit, get_device, seed_everything
+from .train import History, evaluate, fit
 
 __version__ = "0.1.0"
 

@@ -22,16 +22,6 @@ def integer(value, name: str, minimum: int = 0, maximum: int | None = None, what
     return int(value)
 
 
-def real(value, name: str, low: float = -math.inf, high: float = math.inf, what: str | None = None) -> float:
-    """``value`` as a finite ``float`` in [low, high]; a 1-element tensor counts as its number."""
-    if hasattr(value, "numel") and value.numel() == 1:
-        value = value.item()
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or not low <= value <= high:
-        raise ValueError(f"{name} must be {what or f'a finite number in [{low:g}, {high:g}]'}; got {value!r}")
-    return float(value)
-
-
 def fraction(value, name: str, what: str = "of weights to prune") -> float:
     """``value`` as a ``float`` in [0, 1): the fraction of something to remove."""
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 <= value < 1  # NaN fails
@@ -136,12 +126,12 @@ def targets(targets, logits: torch.Tensor) -> None:
         )
 
 
-def kd_args(student_logits, teacher_logits, temperature, targets=None) -> float:
-    """The checks of ``kd_loss`` (and, with ``targets``, ``distillation_loss``); returns the temperature."""
+def kd_args(student_logits, teacher_logits, t, labels=None) -> float:
+    """The checks of ``kd_loss`` (and, with ``labels``, ``distillation_loss``); returns the temperature ``t``."""
     logit_pair(student_logits, teacher_logits)
-    if targets is not None:
-        _targets(targets, student_logits)
-    return _temperature(temperature, MAX_TEMPERATURE)
+    if labels is not None:
+        targets(labels, student_logits)
+    return temperature(t, MAX_TEMPERATURE)
 
 
 def alpha(alpha) -> float:
@@ -158,4 +148,3 @@ def same_batch(student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> None:
 
 
 
-_temperature, _targets = temperature, targets  # for kd_args, whose arguments shadow these names

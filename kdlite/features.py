@@ -122,7 +122,7 @@ def connector(student_shape: Sequence[int], teacher_shape: Sequence[int]) -> nn.
 
 def _as_shape(name: str, shape) -> tuple[int, ...]:
     try:
-        out = tuple(integer(d, name) for d in shape)  # 2.5 is no size: int(2.5) would silently make it 2
+        out = tuple(integer(d, name, minimum=-(2**63)) for d in shape)  # 2.5 is no size: int() would make it 2
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a sequence of ints such as tensor.shape; got {shape!r}") from None
     if any(d <= 0 for d in out):

@@ -7,7 +7,7 @@ always treated as a constant (``.detach()``): gradients reach the student, and a
 
 Logit losses compute in float32 from ``log_softmax``, so they stay finite for logits of ±1e4 and for bf16/fp16
 inputs. Bad input raises ``ValueError`` naming the argument, what was given and what was expected; a NaN loss
-is never returned silently.
+is never returned silently (unless a training loop that checked its first batch passes ``check=False``).
 """
 
 from __future__ import annotations

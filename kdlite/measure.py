@@ -144,7 +144,8 @@ def latency(
     ``torch.set_num_threads`` for the measurement (restored afterwards).
     """
     _check_timing(model, example_input, warmup, repeats, threads)
-    sync = lambda: synchronize(example_input.device)  # noqa: E731
+    device = example_input.device
+    sync = (lambda: None) if device.type == "cpu" else (lambda: synchronize(device))  # nothing to wait for on a CPU
     old_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

@@ -77,8 +77,8 @@ def magnitude_prune(
     ``amount`` is the target sparsity: calling it again with a larger amount prunes further, as iterative
     pruning does, and a smaller one raises ValueError (weights are never revived).
 
-    The pruned weights stay exactly zero through further training (``W = W_orig ⊙ M``, see the module
-    docstring) and through ``state_dict`` save and load. Returns the masks (layer name -> boolean tensor,
+    The pruned weights stay exactly zero through further training (``W = W_orig ⊙ M``, see
+    ``kdlite.masks``) and through ``state_dict`` save and load. Returns the masks (layer name -> boolean tensor,
     ``True`` = kept; copies).
     """
     amount = _check_amount(amount)
@@ -119,7 +119,6 @@ def magnitude_prune(
     return {name: mask.clone() for name, mask in masks.items()}
 
 
-@torch.no_grad()
 def gradual_schedule(initial: float, final: float, steps: int) -> list[float]:
     """Zhu & Gupta (2017)'s gradual pruning schedule: the target sparsity at pruning step ``t = 0, 1, ..., n``
 

@@ -86,12 +86,12 @@ def _flag(name: str) -> bool:
 def _reachable(name: str, timeout: float = 3.0) -> bool:
     """Whether the first server torchvision downloads ``name`` from accepts a connection within ``timeout`` seconds,
     name lookup included (asked once a process). Behind a proxy the answer is yes: let the download try."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
+        return True
     import urllib.parse
 
     import torchvision.datasets as tvd
 
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
-        return True
     cls = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}
     url = urllib.parse.urlsplit(cls[name].mirrors[0] if hasattr(cls[name], "mirrors") else cls[name].url)
     address = (url.hostname, url.port or (443 if url.scheme == "https" else 80))

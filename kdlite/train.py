@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import numbers
 import os
@@ -21,7 +20,7 @@ from torch.utils.data import TensorDataset
 
 from . import _checks as checks
 from ._checks import integer
-from .device import get_device, seed_everything, synchronize  # noqa: F401  (kdlite.train.get_device, as before)
+from .device import get_device, seed_everything  # noqa: F401  (kdlite.train.get_device, as before)
 
 Batch = Sequence[torch.Tensor]
 Step = Callable[[nn.Module, Batch], tuple[torch.Tensor, torch.Tensor]]
@@ -147,8 +146,7 @@ def _finite(value) -> bool:
 
 
 def _check_model(model) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    checks.module(model)
 
 
 def _data_device(data) -> torch.device | None:
@@ -279,11 +277,11 @@ def fit(
     if optimizer is None:
         optimizer, sched = default_optimizer(model, extra_params, lr, weight_decay, scheduler, epochs * (steps or 0))
     peak = max(g.get("max_lr", g["lr"]) for g in optimizer.param_groups)  # one-cycle's peak, else lr
-    history, bar = History(), _progress_bar(progress, epochs * steps if steps else None, desc)
+    history, bar = History(), _progress_bar(progress, epochs, steps, desc)
     try:
         for epoch in range(1, epochs + 1):
             model.train()
-            t0, last_good = time.perf_counter(), copy.deepcopy(model.state_dict())
+            t0, last_good = time.perf_counter(), {k: v.detach().clone() for k, v in model.state_dict().items()}
             loss_sum, correct, n = torch.zeros((), device=device), torch.zeros((), device=device), 0
             for i, batch in enumerate(train):
                 batch = [t.to(device, non_blocking=True) for t in batch]
@@ -301,7 +299,11 @@ def fit(
                 correct += (logits.detach().argmax(-1) == batch[1]).sum()
                 n += len(batch[1])
                 _show(bar, i, epoch, loss_sum, correct, n)
-            metrics = {"epoch": epoch, **_epoch_metrics(loss_sum, correct, n, epoch, peak, model, last_good)}
+            try:
+                metrics = {"epoch": epoch, **_epoch_metrics(loss_sum, correct, n, epoch, peak)}
+            except FloatingPointError:
+                model.load_state_dict(last_good)  # the weights the epoch started with, not NaN ones
+                raise
             if val is not None:
                 ev = evaluate(model, val, device=device, amp=amp)
                 metrics.update(val_loss=ev["loss"], val_acc=ev["accuracy"])
@@ -322,8 +324,9 @@ def default_optimizer(
     total_steps: int = 0,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
     """``fit``'s recipe: AdamW (lr 5e-3 unless given) over the model's trainable parameters and ``extra_params``,
-    with a one-cycle schedule (20% warm-up, then cosine decay) over ``total_steps``, stepped per batch; runs of
-    fewer than 10 steps get plain cosine decay, which needs no warm-up room. Returns ``(optimizer, scheduler)``."""
+    and a schedule over ``total_steps``, stepped per batch: ``"onecycle"`` (20% warm-up, then cosine decay; runs of
+    fewer than 10 steps get plain cosine decay, which needs no warm-up room), ``"cosine"``, or ``None`` (constant
+    learning rate, as with ``total_steps=0``). Returns ``(optimizer, scheduler or None)``."""
     params = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
     lr = 5e-3 if lr is None else lr
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
@@ -356,15 +359,14 @@ def _first_step(step: Step, model: nn.Module, batch: Batch, train) -> tuple[torc
     return loss, logits
 
 
-def _epoch_metrics(loss_sum, correct, n: int, epoch: int, peak: float, model: nn.Module, last_good) -> dict:
-    """``train_loss`` and ``train_acc`` of an epoch; a non-finite loss restores the epoch's starting weights and
-    raises, naming the learning rate and the inputs as the usual suspects."""
+def _epoch_metrics(loss_sum, correct, n: int, epoch: int, peak: float) -> dict:
+    """``train_loss`` and ``train_acc`` of an epoch; a non-finite loss raises, naming the learning rate and the
+    inputs as the usual suspects (``fit`` then restores the weights the epoch started with)."""
     if n == 0:
         raise ValueError("fit got no batches: the training data is empty (a generator is used up after one "
                          "epoch, and drop_last with batch_size > n leaves none: pass a TensorDataset or loader)")
     train_loss = loss_sum.item() / n
     if not math.isfinite(train_loss):
-        model.load_state_dict(last_good)
         raise FloatingPointError(
             f"training loss became {train_loss} in epoch {epoch}; the learning rate (peak {peak:.3g}) may be too "
             f"high, or the inputs contain NaN/inf. The model's weights are restored to those it had at the start "
@@ -372,13 +374,14 @@ def _epoch_metrics(loss_sum, correct, n: int, epoch: int, peak: float, model: nn
     return {"train_loss": train_loss, "train_acc": correct.item() / n}
 
 
-def _progress_bar(progress: bool | None, total: int | None, desc: str):
+def _progress_bar(progress: bool | None, epochs: int, steps: int | None, desc: str):
+    """A tqdm bar over every step of the run (its length unknown when the data has none), or None."""
     show = _progress_default() if progress is None else progress
-    if not show or total == 0:
+    if not show or epochs == 0:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, leave=False)
+    return tqdm(total=epochs * steps if steps else None, desc=desc, leave=False)
 
 
 def _show(bar, i: int, epoch: int, loss_sum, correct, n: int) -> None:
