@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from .data import is_cached
+from .data.cache import torchvision_dataset
 
 SCALES = ("smoke", "cpu", "gpu")
 
@@ -90,10 +91,8 @@ def _reachable(name: str, timeout: float = 3.0) -> bool:
         return True
     import urllib.parse
 
-    import torchvision.datasets as tvd
-
-    cls = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}
-    url = urllib.parse.urlsplit(cls[name].mirrors[0] if hasattr(cls[name], "mirrors") else cls[name].url)
+    cls = torchvision_dataset(name)
+    url = urllib.parse.urlsplit(cls.mirrors[0] if hasattr(cls, "mirrors") else cls.url)
     address = (url.hostname, url.port or (443 if url.scheme == "https" else 80))
     answer: list[bool] = []
 

@@ -48,6 +48,14 @@ def dataset_name(name: str) -> str:
     raise ValueError(f"unknown dataset name {name!r}{hint}; expected one of: {', '.join(DATASETS)}")
 
 
+def torchvision_dataset(name: str) -> type:
+    """The torchvision class that downloads the dataset kdlite calls ``name``."""
+    import torchvision.datasets as tvd
+
+    classes = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}
+    return classes[name]
+
+
 def data_root(root: str | os.PathLike | None = None) -> Path:
     """The cache folder: ``root`` if given, else ``$KDLITE_DATA``, else ``~/.cache/kdlite``."""
     return Path(root or os.environ.get("KDLITE_DATA") or Path.home() / ".cache" / "kdlite").expanduser()
@@ -239,13 +247,10 @@ def _download(name: str, root: Path) -> dict[str, np.ndarray]:
     import socket
     import urllib.error
 
-    import torchvision.datasets as tvd
-
-    cls = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}
     raw = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}-raw-"))
     try:
         try:
-            cls[name](str(raw), train=True, download=True)
+            torchvision_dataset(name)(str(raw), train=True, download=True)
         except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, socket.gaierror) as e:
             raise DatasetDownloadError(
                 f"could not download dataset {name!r} into the cache folder {root} ({type(e).__name__}: {e}). "
