@@ -182,7 +182,12 @@ def hint_loss(
             f"connector(student_feat) has shape {tuple(mapped.shape)} but teacher_feat has shape "
             f"{tuple(teacher_feat.shape)}; expected the connector to map one onto the other"
         )
-    return F.mse_loss(mapped.float(), teacher_feat.detach().float())
+    loss = F.mse_loss(mapped.float(), teacher_feat.detach().float())
+    if not torch.isfinite(loss):  # finite features whose squared difference exceeds float32 (|u| ~ 1e19 or more)
+        raise ValueError(f"hint_loss overflows float32 (got {loss.item()}): the features reach "
+                         f"{max(mapped.abs().max().item(), teacher_feat.abs().max().item()):.3g}; expected "
+                         f"features whose squared difference float32 can hold (below about 1e19)")
+    return loss
 
 
 def _connector_hint(student_shape: torch.Size, teacher_shape: torch.Size) -> str:
@@ -253,6 +258,12 @@ def attention_transfer_loss(
     return (q_s - q_t).pow(2).mean()
 
 
+def _unit_scale(e: torch.Tensor) -> torch.Tensor:
+    """``e / max|e|``: the relational losses do not change when all embeddings are scaled alike, and this keeps
+    their squares inside float32 for any finite input (the factor is a constant for autograd)."""
+    return e / e.abs().amax().detach().clamp_min(torch.finfo(e.dtype).tiny)
+
+
 def _distances(e: torch.Tensor) -> torch.Tensor:
     """Pairwise Euclidean distances of the rows of ``e`` (N, D), with an exact zero diagonal and a gradient
     that stays finite there (a plain ``sqrt`` of 0 has an infinite derivative)."""
@@ -296,8 +307,8 @@ def rkd_loss(
         raise ValueError(
             f"rkd_loss needs a batch of at least 2 examples; got shapes {tuple(student_feat.shape)}"
         )
-    s = student_feat.float().reshape(n, -1)
-    t = teacher_feat.detach().float().reshape(n, -1)
+    s = _unit_scale(student_feat.float().reshape(n, -1))
+    t = _unit_scale(teacher_feat.detach().float().reshape(n, -1))
     pairs = n * (n - 1)
 
     def psi_d(e: torch.Tensor) -> torch.Tensor:
@@ -325,7 +336,7 @@ def similarity_preserving_loss(student_feat: torch.Tensor, teacher_feat: torch.T
     n = student_feat.shape[0]
 
     def gram(feat: torch.Tensor) -> torch.Tensor:
-        a = feat.float().reshape(n, -1)
+        a = _unit_scale(feat.float().reshape(n, -1))  # the row normalisation undoes any common scale
         return F.normalize(a @ a.t(), p=2, dim=1)
 
     return (gram(student_feat) - gram(teacher_feat.detach())).pow(2).sum() / n**2

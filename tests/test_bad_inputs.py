@@ -157,3 +157,21 @@ def test_default_optimizer_is_fits_recipe():
     _, short = default_optimizer(m, total_steps=5)
     assert isinstance(short, torch.optim.lr_scheduler.CosineAnnealingLR)
     assert default_optimizer(m, scheduler=None, total_steps=100)[1] is None
+
+
+@pytest.mark.parametrize("scale", [1e-20, 1e20])
+def test_relational_losses_stay_finite_and_scale_free(scale):
+    from kdlite.losses import rkd_loss, similarity_preserving_loss
+
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(8, 16, generator=g), torch.randn(8, 16, generator=g)
+    for loss in (rkd_loss, similarity_preserving_loss):
+        torch.testing.assert_close(loss(s * scale, t * scale), loss(s, t), rtol=1e-5, atol=1e-7)
+
+
+def test_hint_loss_overflow_is_named():
+    from kdlite.losses import hint_loss
+
+    s = torch.randn(4, 8) * 1e20
+    with pytest.raises(ValueError, match="hint_loss overflows float32.*features reach"):
+        hint_loss(s, -s)
