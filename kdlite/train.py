@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import os
@@ -196,7 +197,7 @@ def evaluate(
     try:
         for batch in data:
             x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
-            with _autocast(device, amp):
+            with _autocast(device, amp), _named_dtype_mismatch(model, x, "evaluation"):
                 logits = model(x)
             if n == 0:
                 _check_labels(y, logits, "the evaluation data")
@@ -350,13 +351,30 @@ def _check_fit(model, optimizer, lr, weight_decay, scheduler) -> None:
 
 
 def _first_step(step: Step, model: nn.Module, batch: Batch, train) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first step of a run, with the label checks: the batch's labels, then every label of the loader."""
-    if step is cross_entropy_step:
-        loss, logits = step(model, batch, check_labels=True)
-    else:
-        loss, logits = _labelled(step, model, batch, 0, 1)
+    """The first step of a run, with the label checks (the batch's labels, then every label of the loader) and a
+    model whose dtype does not match the inputs named as such."""
+    with _named_dtype_mismatch(model, batch[0], "training"):
+        if step is cross_entropy_step:
+            loss, logits = step(model, batch, check_labels=True)
+        else:
+            loss, logits = _labelled(step, model, batch, 0, 1)
     _check_all_labels(train, logits)  # a whole-tensor loader: every label, once
     return loss, logits
+
+
+@contextlib.contextmanager
+def _named_dtype_mismatch(model: nn.Module, x: torch.Tensor, what: str):
+    """torch's "mat1 and mat2 must have the same dtype" (and kin), said as what it means for the reader."""
+    try:
+        yield
+    except RuntimeError as e:
+        weight = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+        about_dtypes = "dtype" in str(e) or "scalar type" in str(e)
+        if weight is None or not about_dtypes or x.dtype == weight:
+            raise
+        fix = f"model.to({x.dtype}) or x.to({weight})" if x.is_floating_point() else f"x.to({weight})"
+        raise ValueError(f"the model's weights are {weight} but the {what} inputs are {x.dtype}; expected inputs of "
+                         f"the model's floating dtype ({fix})") from None
 
 
 def _epoch_metrics(loss_sum, correct, n: int, epoch: int, peak: float) -> dict:

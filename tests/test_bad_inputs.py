@@ -175,3 +175,15 @@ def test_hint_loss_overflow_is_named():
     s = torch.randn(4, 8) * 1e20
     with pytest.raises(ValueError, match="hint_loss overflows float32.*features reach"):
         hint_loss(s, -s)
+
+
+@pytest.mark.parametrize("model_dtype, x_dtype", [(torch.float64, torch.float32), (torch.float32, torch.int64)])
+def test_a_dtype_mismatch_is_named(model_dtype, x_dtype):
+    x = (torch.randn(64, 12) * 3).to(x_dtype)
+    data = TensorDataset(x, torch.randint(0, 3, (64,)))
+    model = MLP(12, [4], 3).to(model_dtype)
+    pattern = rf"weights are {model_dtype} but the (training|evaluation) inputs are {x_dtype}"
+    with pytest.raises(ValueError, match=pattern):
+        kdlite.fit(model, data, 1, progress=False, device="cpu")
+    with pytest.raises(ValueError, match=pattern):
+        kdlite.evaluate(model, data, device="cpu")
