@@ -86,6 +86,7 @@ def cross_entropy_step(
     x, y = batch[0], batch[1]
     logits = model(x)
     if check_labels:
+        _check_logits(logits)
         _check_labels(y, logits, "the training data")
     return F.cross_entropy(logits.float(), y.long()), logits  # any integer labels: int32, uint8...
 
@@ -123,11 +124,20 @@ def _labelled(step: Step, model: nn.Module, batch: Batch, i: int, epoch: int):
                          f"[0, C - 1] for a model with C outputs.") from None
 
 
+def _check_logits(logits) -> None:
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"the model must return a tensor of logits; it returned a {type(logits).__name__} (for a "
+                        f"model that returns (logits, features), pass a step= that picks the logits)")
+
+
 def _as_batches(
     data, batch_size: int, shuffle: bool, device: torch.device | None, name: str = "data"
 ) -> Iterable[Batch]:
-    """A ``TensorDataset`` becomes a ``DeviceLoader``; any other iterable of batches is used as it is. ``name``
-    is the argument's name in error messages."""
+    """A ``TensorDataset``, or a tuple ``(x, y)`` of tensors of one length, becomes a ``DeviceLoader``; any other
+    iterable of batches is used as it is. ``name`` is the argument's name in error messages."""
+    if isinstance(data, (tuple, list)) and len(data) >= 2 and all(isinstance(t, torch.Tensor) for t in data) \
+            and len({len(t) for t in data}) == 1:
+        data = TensorDataset(*data)  # fit(model, (x, y), epochs)
     if isinstance(data, TensorDataset):
         from .data import DeviceLoader
 
@@ -200,6 +210,7 @@ def evaluate(
             with _autocast(device, amp), _named_dtype_mismatch(model, x, "evaluation"):
                 logits = model(x)
             if n == 0:
+                _check_logits(logits)
                 _check_labels(y, logits, "the evaluation data")
             total_loss += F.cross_entropy(logits.float(), y.long(), reduction="sum")
             correct += (logits.argmax(-1) == y).sum()

@@ -187,3 +187,22 @@ def test_a_dtype_mismatch_is_named(model_dtype, x_dtype):
         kdlite.fit(model, data, 1, progress=False, device="cpu")
     with pytest.raises(ValueError, match=pattern):
         kdlite.evaluate(model, data, device="cpu")
+
+
+def test_fit_takes_a_tuple_of_tensors_and_names_a_tuple_returning_model():
+    x, y = toy().tensors
+    history = kdlite.fit(MLP(12, [4], 3), (x, y), 1, progress=False)
+    assert len(history) == 1
+
+    class TwoOutputs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = MLP(12, [4], 3)
+
+        def forward(self, x):
+            return self.body(x), x
+
+    with pytest.raises(TypeError, match="must return a tensor of logits; it returned a tuple"):
+        kdlite.fit(TwoOutputs(), (x, y), 1, progress=False)
+    with pytest.raises(TypeError, match="must return a tensor of logits; it returned a tuple"):
+        kdlite.evaluate(TwoOutputs(), (x, y))
