@@ -6,6 +6,7 @@ as the Python numbers they stand for (``numpy.int64(3)`` is an int, ``numpy.floa
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 
@@ -147,4 +148,50 @@ def same_batch(student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> None:
         )
 
 
+# --- training data and models, for ``fit`` and ``evaluate``
 
+
+def all_labels(data, logits: torch.Tensor) -> None:
+    """Every label of a loader that holds its data as tensors (a DeviceLoader), checked once against the number of
+    classes the model outputs: a bad label in a later batch would otherwise reach torch's IndexError."""
+    tensors = getattr(data, "tensors", None)
+    if not tensors or len(tensors) < 2 or tensors[1].dim() != 1 or logits.dim() != 2:
+        return
+    y, c = tensors[1], logits.shape[-1]
+    bad = (y < 0) | (y >= c)
+    if not y.is_floating_point() and bad.any():
+        i = int(bad.nonzero()[0])
+        raise ValueError(f"labels of the training data: sample {i} has label {int(y[i])}; expected class indices in "
+                         f"[0, {c - 1}] (the model outputs {c} classes)")
+
+
+def labelled(step, model: nn.Module, batch, i: int, epoch: int):
+    """``step(model, batch)``, with torch's "Target 7 is out of bounds" said in kdlite's words."""
+    try:
+        return step(model, batch)
+    except IndexError as e:
+        if "out of bounds" not in str(e):
+            raise
+        raise ValueError(f"labels of the training data (batch {i} of epoch {epoch}): {e} Expected class indices in "
+                         f"[0, C - 1] for a model with C outputs.") from None
+
+
+def logits(value) -> None:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"the model must return a tensor of logits; it returned a {type(value).__name__} (for a "
+                        f"model that returns (logits, features), pass a step= that picks the logits)")
+
+
+@contextlib.contextmanager
+def named_dtype_mismatch(model: nn.Module, x: torch.Tensor, what: str):
+    """torch's "mat1 and mat2 must have the same dtype" (and kin), said as what it means for the reader."""
+    try:
+        yield
+    except RuntimeError as e:
+        weight = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+        about_dtypes = "dtype" in str(e) or "scalar type" in str(e)
+        if weight is None or not about_dtypes or x.dtype == weight:
+            raise
+        fix = f"model.to({x.dtype}) or x.to({weight})" if x.is_floating_point() else f"x.to({weight})"
+        raise ValueError(f"the model's weights are {weight} but the {what} inputs are {x.dtype}; expected inputs of "
+                         f"the model's floating dtype ({fix})") from None

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
 import os
@@ -86,7 +85,7 @@ def cross_entropy_step(
     x, y = batch[0], batch[1]
     logits = model(x)
     if check_labels:
-        _check_logits(logits)
+        checks.logits(logits)
         _check_labels(y, logits, "the training data")
     return F.cross_entropy(logits.float(), y.long()), logits  # any integer labels: int32, uint8...
 
@@ -97,37 +96,6 @@ def _check_labels(y: torch.Tensor, logits: torch.Tensor, where: str) -> None:
     except (TypeError, ValueError) as e:
         message = str(e).replace("targets", "labels", 1)
         raise ValueError(f"labels of {where}: {message}; the model outputs {logits.shape[-1]} classes") from None
-
-
-def _check_all_labels(data, logits: torch.Tensor) -> None:
-    """Every label of a loader that holds its data as tensors (a DeviceLoader), checked once against the number of
-    classes the model outputs: a bad label in a later batch would otherwise reach torch's IndexError."""
-    tensors = getattr(data, "tensors", None)
-    if not tensors or len(tensors) < 2 or tensors[1].dim() != 1 or logits.dim() != 2:
-        return
-    y, c = tensors[1], logits.shape[-1]
-    bad = (y < 0) | (y >= c)
-    if not y.is_floating_point() and bad.any():
-        i = int(bad.nonzero()[0])
-        raise ValueError(f"labels of the training data: sample {i} has label {int(y[i])}; expected class indices in "
-                         f"[0, {c - 1}] (the model outputs {c} classes)")
-
-
-def _labelled(step: Step, model: nn.Module, batch: Batch, i: int, epoch: int):
-    """``step(model, batch)``, with torch's "Target 7 is out of bounds" said in kdlite's words."""
-    try:
-        return step(model, batch)
-    except IndexError as e:
-        if "out of bounds" not in str(e):
-            raise
-        raise ValueError(f"labels of the training data (batch {i} of epoch {epoch}): {e} Expected class indices in "
-                         f"[0, C - 1] for a model with C outputs.") from None
-
-
-def _check_logits(logits) -> None:
-    if not isinstance(logits, torch.Tensor):
-        raise TypeError(f"the model must return a tensor of logits; it returned a {type(logits).__name__} (for a "
-                        f"model that returns (logits, features), pass a step= that picks the logits)")
 
 
 def _as_batches(
@@ -207,10 +175,10 @@ def evaluate(
     try:
         for batch in data:
             x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
-            with _autocast(device, amp), _named_dtype_mismatch(model, x, "evaluation"):
+            with _autocast(device, amp), checks.named_dtype_mismatch(model, x, "evaluation"):
                 logits = model(x)
             if n == 0:
-                _check_logits(logits)
+                checks.logits(logits)
                 _check_labels(y, logits, "the evaluation data")
             total_loss += F.cross_entropy(logits.float(), y.long(), reduction="sum")
             correct += (logits.argmax(-1) == y).sum()
@@ -299,7 +267,7 @@ def fit(
                 batch = [t.to(device, non_blocking=True) for t in batch]
                 with _autocast(device, amp):
                     loss, logits = _first_step(step, model, batch, train) if epoch == 1 and i == 0 else \
-                        _labelled(step, model, batch, i, epoch)
+                        checks.labelled(step, model, batch, i, epoch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -364,28 +332,13 @@ def _check_fit(model, optimizer, lr, weight_decay, scheduler) -> None:
 def _first_step(step: Step, model: nn.Module, batch: Batch, train) -> tuple[torch.Tensor, torch.Tensor]:
     """The first step of a run, with the label checks (the batch's labels, then every label of the loader) and a
     model whose dtype does not match the inputs named as such."""
-    with _named_dtype_mismatch(model, batch[0], "training"):
+    with checks.named_dtype_mismatch(model, batch[0], "training"):
         if step is cross_entropy_step:
             loss, logits = step(model, batch, check_labels=True)
         else:
-            loss, logits = _labelled(step, model, batch, 0, 1)
-    _check_all_labels(train, logits)  # a whole-tensor loader: every label, once
+            loss, logits = checks.labelled(step, model, batch, 0, 1)
+    checks.all_labels(train, logits)  # a whole-tensor loader: every label, once
     return loss, logits
-
-
-@contextlib.contextmanager
-def _named_dtype_mismatch(model: nn.Module, x: torch.Tensor, what: str):
-    """torch's "mat1 and mat2 must have the same dtype" (and kin), said as what it means for the reader."""
-    try:
-        yield
-    except RuntimeError as e:
-        weight = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
-        about_dtypes = "dtype" in str(e) or "scalar type" in str(e)
-        if weight is None or not about_dtypes or x.dtype == weight:
-            raise
-        fix = f"model.to({x.dtype}) or x.to({weight})" if x.is_floating_point() else f"x.to({weight})"
-        raise ValueError(f"the model's weights are {weight} but the {what} inputs are {x.dtype}; expected inputs of "
-                         f"the model's floating dtype ({fix})") from None
 
 
 def _epoch_metrics(loss_sum, correct, n: int, epoch: int, peak: float) -> dict:
