@@ -22,16 +22,16 @@ import numpy as np
 import torch
 
 import kdlite
-from kdlite.data import import_dataset, is_cached, load_dataset
+from kdlite.data import data_root, import_dataset, is_cached, load_dataset
+from kdlite.data.cache import cached
 
 
-def arrays_of_cifar10(tmp: Path) -> tuple[dict[str, np.ndarray], str]:
+def arrays_of_cifar10() -> tuple[dict[str, np.ndarray], str]:
     """CIFAR-10 in the npz layout (N, 32, 32, 3): the cached one if there is one, else random bytes."""
     if is_cached("cifar10"):
-        train, test = load_dataset("cifar10", download=False)
-        as_u8 = lambda x: (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # noqa: E731
-        return {"x_train": as_u8(train.tensors[0]), "y_train": train.tensors[1].numpy(),
-                "x_test": as_u8(test.tensors[0]), "y_test": test.tensors[1].numpy()}, "CIFAR-10 from the cache"
+        a = cached("cifar10", data_root(), download=False)  # the cache's own uint8 arrays, no float round trip
+        return {k: (v.permute(0, 2, 3, 1) if k.startswith("x") else v).numpy() for k, v in a.items()}, \
+            "CIFAR-10 from the cache"
     r = np.random.default_rng(0)
     return {"x_train": r.integers(0, 256, (50000, 32, 32, 3), dtype=np.uint8), "y_train": r.integers(0, 10, 50000),
             "x_test": r.integers(0, 256, (10000, 32, 32, 3), dtype=np.uint8), "y_test": r.integers(0, 10, 10000)}, \
@@ -68,7 +68,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        arrays, what = arrays_of_cifar10(tmp)
+        arrays, what = arrays_of_cifar10()
         np.savez(tmp / "c.npz", **arrays)
         path = import_dataset("cifar10", tmp / "c.npz", root=tmp / "cache")
         write_torchvision_batches(arrays, tmp / "tv" / "cifar-10-batches-py")

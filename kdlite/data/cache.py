@@ -113,9 +113,7 @@ def cache_note(name: str, root: str | os.PathLike | None = None) -> str:
 
 def cached(name: str, root: Path, download: bool) -> dict[str, torch.Tensor]:
     """The arrays of ``name`` from ``root/NAME.pt``; downloads and caches them first if missing and ``download``."""
-    if root.exists() and not root.is_dir():
-        raise DatasetCacheError(f"the cache folder {root} is a file, not a folder; pass root= or set KDLITE_DATA "
-                                f"to a folder")
+    _not_a_file(root)
     path = root / f"{name}.pt"
     if not path.exists() and not download:
         raise DatasetDownloadError(
@@ -270,11 +268,16 @@ def _download(name: str, root: Path) -> dict[str, np.ndarray]:
         shutil.rmtree(raw, ignore_errors=True)
 
 
+def _not_a_file(root: Path) -> None:
+    if root.exists() and not root.is_dir():
+        raise DatasetCacheError(f"the cache folder {root} is a file, not a folder; pass root= or set KDLITE_DATA "
+                                f"to a folder you can write")
+
+
 def _writable(root: Path) -> Path:
     """``root``, created if missing; a clear error naming it and KDLITE_DATA if it is a file or cannot be written."""
     hint = "pass root= or set KDLITE_DATA to a folder you can write"
-    if root.exists() and not root.is_dir():
-        raise DatasetCacheError(f"the cache folder {root} is a file, not a folder; {hint}")
+    _not_a_file(root)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
