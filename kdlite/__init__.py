@@ -12,15 +12,31 @@ One concept per module:
 - ``quant`` (a package): affine quantization, calibration, QAT and PTQ, k-means weight sharing, real int8 kernels
   (``kdlite.int8.to_int8`` is ``kdlite.quant.to_int8``).
 
-One rule for models: what trains or prunes a model changes the one you pass, in place (``fit`` and ``distill``
-return a ``History``, ``magnitude_prune`` the masks; ``apply_masks``, ``remove_masks``, ``rewind`` and ``calibrate``
-return the same model); what changes a model's structure returns a new model and leaves yours as it was
-(``channel_prune``, ``fold_all_batchnorm``, ``prepare_qat``, ``quantize_ptq``, ``share_weights``, ``to_int8``).
+The API rule, followed by every module:
+
+- **Models.** What trains or prunes a model changes the one you pass, in place (``fit`` and ``distill`` return a
+  ``History``, ``magnitude_prune`` the masks; ``apply_masks``, ``remove_masks``, ``rewind`` and ``calibrate`` return
+  the same model). What changes a model's structure returns a new model and leaves yours as it was
+  (``channel_prune``, ``fold_all_batchnorm``, ``prepare_qat``, ``quantize_ptq``, ``share_weights``, ``to_int8``:
+  their docstrings begin "A copy of ``model``"). What only reads a model (``evaluate``, ``measure.*``, the feature
+  taps) runs it inside ``kdlite.device.eval_mode`` and leaves every submodule's train/eval mode as it found it.
+- **Data.** An argument holding data is called ``data`` (``train`` and ``val`` in ``fit`` and ``distill``, where
+  there are two); it may be a loader, a ``TensorDataset``, a tuple ``(x, y)`` of tensors or any iterable of
+  ``(x, y, ...)`` batches, turned into batches by ``kdlite.data.as_batches`` (calibration also takes one tensor
+  of inputs as one batch).
+- **Metrics.** Accuracy is called ``accuracy`` (``evaluate(...)["accuracy"]``, ``history["val_accuracy"]``), a
+  fraction in [0, 1]; times are returned in seconds (``latency``, ``profile(...)["latency"]``), and only printed
+  tables show milliseconds (``_ms``).
+- **Layers.** The layers pruning and weight sharing act on are one tuple, ``kdlite.masks.PRUNABLE``.
+- **Errors.** Bad arguments raise ``ValueError`` or ``TypeError`` naming the argument, what was given and what was
+  expected; the checks sit in one private module, a line at the top of each public function, so that the function's
+  body is its formula. Functions that run at every training step take ``check=False`` from a caller that checked
+  once (``kd_loss``, ``distillation_loss``, ``qparams``, ``fake_quantize``).
 """
 
 from . import data, distill, features, int8, losses, measure, models, prune, quant, report, structured, train
 from .data import DeviceLoader, load_dataset
-from .device import get_device, seed_everything
+from .device import eval_mode, get_device, seed_everything
 from .scale import Scale, scale
 from .train import History, evaluate, fit
 
@@ -32,6 +48,7 @@ __all__ = [
     "Scale",
     "data",
     "distill",
+    "eval_mode",
     "evaluate",
     "features",
     "fit",

@@ -6,10 +6,13 @@ as the Python numbers they stand for (``numpy.int64(3)`` is an int, ``numpy.floa
 
 from __future__ import annotations
 
-import contextlib
+import difflib
 import math
 import numbers
+import warnings
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -32,7 +35,6 @@ def fraction(value, name: str, what: str = "of weights to prune") -> float:
 
 
 def module(value, name: str = "model") -> nn.Module:
-    """``value`` if it is a ``torch.nn.Module``."""
     if not isinstance(value, nn.Module):
         raise TypeError(f"{name} must be a torch.nn.Module; got {type(value).__name__}")
     return value
@@ -43,6 +45,20 @@ def finite(x: torch.Tensor, name: str) -> None:
     if not bool(torch.isfinite(x).all()):
         nan, inf = int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
         raise ValueError(f"{name} must be finite; got {nan} NaN and {inf} inf values (shape {tuple(x.shape)})")
+
+
+def number(value, name: str) -> float:
+    """``value`` as a finite ``float``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number; got {value!r}")
+    return float(value)
+
+
+def file_name(name, example: str) -> str:
+    """A plain file name (no folders, no extension needed), so that files stay in their folder."""
+    if not isinstance(name, str) or not name.strip() or "/" in name or "\\" in name or name in (".", ".."):
+        raise ValueError(f"name must be a plain file name (non-empty, no folders) such as {example!r}; got {name!r}")
+    return name
 
 
 # --- tensors and temperatures, for the losses and ``kdlite.distill``
@@ -59,17 +75,14 @@ def temperature(temperature, high: float = math.inf) -> float:
     if not (math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be a positive finite number (T > 0); got {temperature!r}")
     if temperature < MIN_TEMPERATURE:
-        raise ValueError(
-            f"temperature must be at least {MIN_TEMPERATURE:g}; got {temperature!r}. Below it the softmax is an "
-            f"argmax to float precision, and logits / T overflow to inf (then NaN) for large logits."
-        )
+        raise ValueError(f"temperature must be at least {MIN_TEMPERATURE:g}; got {temperature!r}. Below it the "
+                         f"softmax is an argmax to float precision, and logits / T overflow to inf (then NaN) for "
+                         f"large logits.")
     if temperature > high:
-        raise ValueError(
-            f"temperature must be at most {high:g} in a distillation loss; got {temperature!r}. In float32 the "
-            f"loss's rounding error grows like T^2, and at such temperatures it swamps the loss, which can come "
-            f"out negative or NaN. For the high-temperature limit, match centred logits with an MSE instead "
-            f"(chapter 2)."
-        )
+        raise ValueError(f"temperature must be at most {high:g} in a distillation loss; got {temperature!r}. In "
+                         f"float32 the loss's rounding error grows like T^2, and at such temperatures it swamps the "
+                         f"loss, which can come out negative or NaN. For the high-temperature limit, match centred "
+                         f"logits with an MSE instead (chapter 2).")
     return float(temperature)
 
 
@@ -85,10 +98,7 @@ def weight(name: str, value, low: float = 0.0, high: float = math.inf) -> float:
 
 def float_tensor(name: str, x, min_dim: int = 1) -> None:
     """``x`` is a floating tensor of at least ``min_dim`` dimensions with no NaN or inf."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor (raw logits/features); got dtype {x.dtype}")
+    tensor(x, name)
     if x.dim() < min_dim:
         raise ValueError(f"{name} must have at least {min_dim} dimension(s); got shape {tuple(x.shape)}")
     if x.numel() == 0:
@@ -102,11 +112,9 @@ def logit_pair(student_logits, teacher_logits) -> None:
     float_tensor("student_logits", student_logits)
     float_tensor("teacher_logits", teacher_logits)
     if student_logits.shape != teacher_logits.shape:
-        raise ValueError(
-            f"student_logits and teacher_logits must have the same shape (batch, classes); got "
-            f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
-            + (" (different class counts)" if student_logits.shape[:-1] == teacher_logits.shape[:-1] else "")
-        )
+        classes = " (different class counts)" if student_logits.shape[:-1] == teacher_logits.shape[:-1] else ""
+        raise ValueError(f"student_logits and teacher_logits must have the same shape (batch, classes); got "
+                         f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}{classes}")
 
 
 def targets(targets, logits: torch.Tensor) -> None:
@@ -115,16 +123,12 @@ def targets(targets, logits: torch.Tensor) -> None:
     if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
         raise ValueError(f"targets must be integer class indices; got dtype {targets.dtype}")
     if targets.shape != logits.shape[:-1]:
-        raise ValueError(
-            f"targets must have shape {tuple(logits.shape[:-1])} (one class index per row of the logits); "
-            f"got {tuple(targets.shape)}"
-        )
-    num_classes = logits.shape[-1]
-    if ((targets < 0) | (targets >= num_classes)).any():  # one device sync, not two
+        raise ValueError(f"targets must have shape {tuple(logits.shape[:-1])} (one class index per row of the "
+                         f"logits); got {tuple(targets.shape)}")
+    c = logits.shape[-1]
+    if ((targets < 0) | (targets >= c)).any():  # one device sync, not two
         lo, hi = targets.min().item(), targets.max().item()
-        raise ValueError(
-            f"targets must be in [0, {num_classes - 1}] (C = {num_classes}); got values in [{lo}, {hi}]"
-        )
+        raise ValueError(f"targets must be in [0, {c - 1}] (C = {c}); got values in [{lo}, {hi}]")
 
 
 def kd_args(student_logits, teacher_logits, t, labels=None) -> float:
@@ -135,25 +139,17 @@ def kd_args(student_logits, teacher_logits, t, labels=None) -> float:
     return temperature(t, MAX_TEMPERATURE)
 
 
-def alpha(alpha) -> float:
-    return weight("alpha", alpha, 0.0, 1.0)
-
-
 def same_batch(student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> None:
     if student_feat.shape[0] != teacher_feat.shape[0]:
-        raise ValueError(
-            f"student_feat and teacher_feat must have the same batch size; got shapes "
-            f"{tuple(student_feat.shape)} "
-            f"and {tuple(teacher_feat.shape)}"
-        )
+        raise ValueError(f"student_feat and teacher_feat must have the same batch size; got shapes "
+                         f"{tuple(student_feat.shape)} and {tuple(teacher_feat.shape)}")
 
 
 # --- training data and models, for ``fit`` and ``evaluate``
 
 
 def all_labels(data, logits: torch.Tensor) -> None:
-    """Every label of a loader that holds its data as tensors (a DeviceLoader), checked once against the number of
-    classes the model outputs: a bad label in a later batch would otherwise reach torch's IndexError."""
+    """Every label of a loader that holds its tensors (a DeviceLoader), checked once: else torch's IndexError."""
     tensors = getattr(data, "tensors", None)
     if not tensors or len(tensors) < 2 or tensors[1].dim() != 1 or logits.dim() != 2:
         return
@@ -165,33 +161,239 @@ def all_labels(data, logits: torch.Tensor) -> None:
                          f"[0, {c - 1}] (the model outputs {c} classes)")
 
 
-def labelled(step, model: nn.Module, batch, i: int, epoch: int):
-    """``step(model, batch)``, with torch's "Target 7 is out of bounds" said in kdlite's words."""
-    try:
-        return step(model, batch)
-    except IndexError as e:
-        if "out of bounds" not in str(e):
-            raise
-        raise ValueError(f"labels of the training data (batch {i} of epoch {epoch}): {e} Expected class indices in "
-                         f"[0, C - 1] for a model with C outputs.") from None
+# --- quantization, for ``kdlite.quant``
 
 
-def logits(value) -> None:
+def bits(value, name: str = "bits") -> int:
+    return integer(value, name, 2, 16, what="an int from 2 to 16")
+
+
+def tensor(x, name: str, floating: bool = True, nonempty: bool = False, where: str = "") -> torch.Tensor:
+    """``x`` is a tensor (of a floating dtype, non-empty, when asked); ``where`` prefixes the message."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{where}{name} must be a torch.Tensor; got {type(x).__name__}")
+    if floating and not x.is_floating_point():
+        raise ValueError(f"{where}{name} must be a floating-point tensor; got dtype {x.dtype}")
+    if nonempty and x.numel() == 0:
+        raise ValueError(f"{where}{name} must not be empty; got shape {tuple(x.shape)}")
+    return x
+
+
+def real(value, name: str, low: float, high: float, low_open: bool = True) -> float:
+    """``value`` as a float in (low, high] (or [low, high] with ``low_open=False``)."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not ok or not ((low < value) if low_open else (low <= value)) or not value <= high:
+        raise ValueError(f"{name} must be in {'(' if low_open else '['}{low}, {high}] (a number); got {value!r}")
+    return float(value)
+
+
+def one_of(value, name: str, options) -> str:
+    if value not in options:
+        raise ValueError(f"{name} must be one of {sorted(options)}; got {value!r}")
+    return value
+
+
+def axis(axis, x: torch.Tensor) -> int | None:
+    """``axis`` normalised to [0, ndim), or None."""
+    if axis is not None and (isinstance(axis, bool) or not isinstance(axis, numbers.Integral)
+                             or not -x.ndim <= axis < x.ndim):
+        raise ValueError(f"axis must be None or an int in [{-x.ndim}, {x.ndim}) for a tensor of shape "
+                         f"{tuple(x.shape)}; got {axis!r}")
+    return None if axis is None else int(axis) % x.ndim
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _real_tensor(value, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``value`` as a tensor: a tensor is kept as it is; a number (or a list of them) becomes a CPU tensor."""
     if not isinstance(value, torch.Tensor):
-        raise TypeError(f"the model must return a tensor of logits; it returned a {type(value).__name__} (for a "
-                        f"model that returns (logits, features), pass a step= that picks the logits)")
+        wrong = TypeError(f"{name} must be a number or a tensor; got {type(value).__name__} {_short(value)}")
+        if value is None or isinstance(value, (bool, str, bytes)):
+            raise wrong
+        try:
+            value = torch.as_tensor(value, dtype=dtype)
+        except (TypeError, ValueError, RuntimeError):
+            raise wrong from None
+    if value.dtype == torch.bool or value.is_complex():
+        raise TypeError(f"{name} must hold real numbers; got a tensor of dtype {value.dtype}")
+    return value
 
 
-@contextlib.contextmanager
-def named_dtype_mismatch(model: nn.Module, x: torch.Tensor, what: str):
-    """torch's "mat1 and mat2 must have the same dtype" (and kin), said as what it means for the reader."""
+def _positive_scale(scale: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """``scale`` checked to be finite and > 0, then cast to ``dtype`` (None: kept) and checked again there."""
+    if not bool(torch.isfinite(scale).all() and (scale > 0).all()):
+        raise ValueError(f"scale must be finite and > 0; got {scale.detach().cpu().flatten()[:8].tolist()}")
+    cast = scale if dtype is None else scale.to(dtype)
+    if not bool(torch.isfinite(cast).all() and (cast > 0).all()):
+        info, what = torch.finfo(dtype), "underflows to 0" if bool((cast == 0).any()) else "overflows to inf"
+        raise ValueError(f"scale {scale.flatten()[:8].tolist()} {what} in {dtype}, the dtype it is used in (x's "
+                         f"dtype; the default dtype for integer q); use a scale in [{info.tiny * info.eps:.3g}, "
+                         f"{info.max:.3g}] or a wider floating dtype")
+    return cast
+
+
+def scale_zero_point(x: torch.Tensor, scale, zero_point, axis: int | None, bits: int | None = None,
+                     symmetric: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, zero_point) as tensors on ``x``'s device, checked: finite scale > 0, integer zero points in the
+    b-bit range, one value or one per channel along ``axis``. A scale given as a number is used in ``x``'s
+    floating dtype (the default dtype for integer ``x``); a scale given as a tensor keeps its floating dtype."""
+    if isinstance(scale, torch.Tensor):
+        scale = _real_tensor(scale, "scale")
+        scale = _positive_scale(scale if scale.is_floating_point() else scale.float(), None)
+    else:  # checked in float64 on the CPU, then in the dtype it is used in
+        dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
+        scale = _positive_scale(_real_tensor(scale, "scale", torch.float64), dtype)
+    scale, zero_point = scale.to(x.device), _real_tensor(zero_point, "zero_point").to(x.device)
+    channels = 1 if axis is None else x.shape[axis]
+    for name, t in (("scale", scale), ("zero_point", zero_point)):
+        if t.numel() not in (1, channels):
+            expected = ("1 for a per-tensor call (axis=None; pass axis= for one per channel)" if axis is None
+                        else f"1 or {channels} (x of shape {tuple(x.shape)}, axis={axis})")
+            raise ValueError(f"{name} has {t.numel()} elements; expected {expected}")
+    if not bool((zero_point == torch.round(zero_point)).all()):
+        raise ValueError(f"zero_point must be integer-valued; got {zero_point.flatten()[:8].tolist()}")
+    if bits is not None:
+        qmin, qmax = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if symmetric else (0, 2**bits - 1)
+        if not bool(((zero_point >= qmin) & (zero_point <= qmax)).all()):
+            raise ValueError(f"zero_point must lie in [{qmin}, {qmax}] for bits={bits}, symmetric={symmetric}; "
+                             f"got {zero_point.flatten()[:8].tolist()}")
+    return scale, zero_point
+
+
+def renamed(value, old_value, name: str, old_name: str):
+    """An argument renamed by the API rule (one name for data): ``old_name=`` works, with a DeprecationWarning."""
+    if (value is None) == (old_value is None):
+        raise TypeError(f"give {name} (the data to calibrate on) once ({old_name} is its old name); got "
+                        f"{'neither' if value is None else 'both'}")
+    if old_value is not None:
+        warnings.warn(f"{old_name}= is now called {name}=", DeprecationWarning, stacklevel=3)
+    return old_value if value is None else value
+
+
+# --- distillation, for ``kdlite.distill``
+
+
+def student_and_teacher(student, teacher, shared: list[str]) -> None:
+    """Two separate modules that share no parameter or buffer (``shared``: the names of those they do share)."""
+    if not isinstance(student, nn.Module) or not isinstance(teacher, nn.Module):
+        raise TypeError(f"student and teacher must be nn.Modules; got {type(student).__name__}, "
+                        f"{type(teacher).__name__}")
+    if student is teacher:
+        raise ValueError("student and teacher are the same module; distil into a separate (copied) model")
+    if shared:
+        raise ValueError(f"student and teacher share {len(shared)} parameter(s) or buffer(s) (e.g. the teacher's "
+                         f"{shared[0]!r}): training the student would change the teacher (a shared BatchNorm's "
+                         f"running statistics move even when frozen); give the student its own copy (copy.deepcopy)")
+
+
+def extra_losses(pairs) -> list:
+    """``(weight, fn)`` pairs: a weight is a finite number (made a float) or a function of the epoch."""
+    out = []
+    for i, item in enumerate(pairs):
+        if not (isinstance(item, (tuple, list)) and len(item) == 2 and callable(item[1])):
+            raise ValueError(f"extra_losses[{i}] must be a (weight, fn) pair with "
+                             f"fn(student_logits, teacher_logits, batch) -> scalar; got {item!r}")
+        w = item[0]
+        if not callable(w) and (isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(w)):
+            raise ValueError(f"extra_losses[{i}] weight must be a finite number or a function of the epoch; got {w!r}")
+        out.append((w if callable(w) else float(w), item[1]))
+    return out
+
+
+def epoch_weight(k: int, epoch: int, weight) -> float:
+    """What a weight function returned must be a finite number; say which one, and at which epoch, did not."""
+    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight):
+        raise ValueError(f"extra_losses[{k}] weight function returned {weight!r} at epoch {epoch}; expected a "
+                         f"finite number")
+    return float(weight)
+
+
+def scalar_loss(k: int, term, finite: bool) -> torch.Tensor:
+    """An extra loss must give a scalar tensor; say which one did not. ``finite`` (the first step only: it costs
+    a device sync) also checks its value, before a NaN corrupts the weights; later NaNs surface as NaN student
+    logits on the next step, or as ``fit``'s NaN-loss error."""
+    if not isinstance(term, torch.Tensor) or term.numel() != 1:
+        got = f"shape {tuple(term.shape)}" if isinstance(term, torch.Tensor) else type(term).__name__
+        raise ValueError(f"extra_losses[{k}] must return a scalar tensor; got {got}")
+    if finite and not torch.isfinite(term):
+        raise ValueError(f"extra_losses[{k}] returned {term.item()} at this step; expected a finite loss")
+    return term.reshape(())
+
+
+# --- dataset files, for ``kdlite.data`` (``where``: the file a value came from; ``key``: its name there)
+
+
+def has_keys(found, where, keys, expected: str) -> None:
+    missing = next((k for k in keys if k not in found), None)
+    if missing is not None:
+        raise ValueError(f"{where}: missing key {missing!r}; expected {expected}")
+
+
+def images(x: np.ndarray, where, key: str, shape: tuple[int, ...], what: str) -> np.ndarray:
+    if x.dtype != np.uint8 or x.ndim != 1 + len(shape) or x.shape[1:] != shape or len(x) == 0:
+        raise ValueError(f"{where}: {key} has shape {x.shape} and dtype {x.dtype}; expected "
+                         f"(N, {', '.join(map(str, shape))}) uint8 {what}, N ≥ 1")
+    return x
+
+
+def labels(y: np.ndarray, where, key: str, n: int, classes: int) -> np.ndarray:
+    """``n`` integer labels in 0 .. classes − 1, of shape (n,) or (n, 1); returned flat."""
+    if not np.issubdtype(y.dtype, np.integer) or y.ndim not in (1, 2) or (y.ndim == 2 and y.shape[1] != 1):
+        raise ValueError(f"{where}: {key} has shape {y.shape} and dtype {y.dtype}; expected integer labels of shape "
+                         f"(N,) or (N, 1)")
+    y = y.reshape(-1)
+    if len(y) != n:  # per CIFAR batch too: a short one would shift every later label
+        raise ValueError(f"{where}: {key} holds {len(y)} labels for {n} images; expected one label per image")
+    if y.min() < 0 or y.max() >= classes:
+        raise ValueError(f"{where}: {key} has labels from {y.min()} to {y.max()}; expected 0 .. {classes - 1}")
+    return y
+
+
+# --- features and connectors, for ``kdlite.features``
+
+
+def submodule_names(model: nn.Module, names) -> list[str]:
+    """``names`` (one name or a list) as a list of names of ``model``'s submodules; an unknown name raises a
+    ValueError listing the available names, closest first."""
+    if not isinstance(names, (str, Sequence)):
+        raise TypeError(f"names must be a submodule name or a list of names (see model.named_modules()); got "
+                        f"{type(names).__name__}")
+    names = [names] if isinstance(names, str) else list(names)
+    if not names:
+        raise ValueError("names must name at least one submodule; got an empty list")
+    available = [a for a, _ in model.named_modules() if a]  # "" is the model itself
+    for name in names:
+        if not isinstance(name, str) or name not in available:
+            closest = difflib.get_close_matches(str(name), available, n=len(available), cutoff=0.0)
+            shown = ", ".join(repr(a) for a in closest[:30]) + (", ..." if len(closest) > 30 else "")
+            raise ValueError(f"no submodule named {name!r} in the model; available names, closest first: {shown}")
+    return names
+
+
+def shape(value, name: str) -> tuple[int, ...]:
+    """A tensor shape: a sequence of positive ints (2.5 is no size: ``int()`` would make it 2)."""
     try:
-        yield
-    except RuntimeError as e:
-        weight = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
-        about_dtypes = "dtype" in str(e) or "scalar type" in str(e)
-        if weight is None or not about_dtypes or x.dtype == weight:
-            raise
-        fix = f"model.to({x.dtype}) or x.to({weight})" if x.is_floating_point() else f"x.to({weight})"
-        raise ValueError(f"the model's weights are {weight} but the {what} inputs are {x.dtype}; expected inputs of "
-                         f"the model's floating dtype ({fix})") from None
+        out = tuple(integer(d, name, minimum=-(2**63)) for d in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a sequence of ints such as tensor.shape; got {value!r}") from None
+    if any(d <= 0 for d in out):
+        raise ValueError(f"{name} must have positive sizes; got {out}")
+    return out
+
+
+def connectable(s: tuple[int, ...], t: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Student and teacher feature shapes a connector can map: both (N, C), or both (N, C, H, W) of one H, W."""
+    if len(s) != len(t):
+        raise ValueError(f"student_shape {s} and teacher_shape {t} must have the same number of dimensions; expected "
+                         f"both (N, C) or both (N, C, H, W)")
+    if len(s) not in (2, 4):
+        raise ValueError(f"connector supports (N, C) and (N, C, H, W) features; got student_shape {s}, "
+                         f"teacher_shape {t}")
+    if s[2:] != t[2:]:
+        raise ValueError(f"student_shape {s} and teacher_shape {t} differ in spatial size ({s[2]}x{s[3]} vs "
+                         f"{t[2]}x{t[3]}); a 1x1 connector maps channels only: tap layers of the same resolution, or "
+                         f"resize one side (F.adaptive_avg_pool2d or F.interpolate) first")
+    return s, t

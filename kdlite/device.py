@@ -1,4 +1,4 @@
-"""Where the work runs: the device helper, seeding, and waiting for a device to finish.
+"""Where and how the work runs: the device helper, seeding, waiting for a device to finish, and eval mode.
 
 Everything in kdlite that needs a device takes it from the data or from :func:`get_device`, never from a hard-coded
 ``.cuda()``: CUDA, then Apple's MPS, then the CPU, unless ``device`` or ``$KDLITE_DEVICE`` says otherwise.
@@ -6,11 +6,14 @@ Everything in kdlite that needs a device takes it from the data or from :func:`g
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import torch
+from torch import nn
 
 from ._checks import integer
 
@@ -47,3 +50,37 @@ def synchronize(device: str | torch.device) -> None:
     sync = getattr(getattr(torch, device.type, None), "synchronize", None)
     if device.type != "cpu" and sync is not None:
         sync(device) if device.type == "cuda" else sync()
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside the ``with`` block ``model`` is in eval mode (dropout off, BatchNorm on its running statistics);
+    afterwards every submodule is back in the mode it had (a frozen submodule stays in eval), even after an error.
+
+    The one way kdlite evaluates, measures or calibrates a model without changing it."""
+    modes = {m: m.training for m in model.modules()}
+    try:
+        yield model.eval()
+    finally:
+        for m, was_training in modes.items():
+            m.training = was_training
+
+
+@contextlib.contextmanager
+def named_input_errors(model: nn.Module, x: torch.Tensor, what: str) -> Iterator[None]:
+    """Inside the ``with`` block, torch's errors about inputs the model cannot take ("mat1 and mat2 must have the
+    same dtype", "Input type (float) and bias type (double) should be the same", "expected input[2, 3, 8, 8] to
+    have 1 channels", "mat1 and mat2 shapes cannot be multiplied") become a ValueError that names the inputs
+    (``what``: "training", "calibration", ...), their shape and dtype, and the model's dtype."""
+    try:
+        yield
+    except RuntimeError as e:
+        message, weight = str(e).splitlines()[0], next(
+            (p.dtype for p in model.parameters() if p.is_floating_point()), x.dtype)
+        if x.dtype != weight and any(w in message for w in ("dtype", "scalar type", "type (", "Type (")):
+            fix = f"model.to({x.dtype}) or x.to({weight})" if x.is_floating_point() else f"x.to({weight})"
+            raise ValueError(f"the model's weights are {weight} but the {what} inputs are {x.dtype}; expected "
+                             f"inputs of the model's floating dtype ({fix})") from None
+        if any(w in message for w in ("cannot be multiplied", "expected input", "to have", "must match the size")):
+            raise ValueError(f"the model cannot take the {what} inputs of shape {tuple(x.shape)}: {message}") from None
+        raise

@@ -10,8 +10,6 @@ train/eval modes and ``requires_grad`` flags it had, even if training fails.
 from __future__ import annotations
 
 import contextlib
-import math
-import numbers
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
@@ -19,9 +17,10 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from . import _checks as checks
-from .data import DeviceLoader
+from .data import DeviceLoader, as_batches
+from .device import eval_mode
 from .losses import MAX_TEMPERATURE, distillation_loss
-from .train import Batch, History, _as_batches, fit, training_device
+from .train import Batch, History, fit, training_device
 
 ExtraLoss = Callable[[torch.Tensor, torch.Tensor, Batch], torch.Tensor]
 Weight = float | Callable[[int], float]  # a number, or a function of the epoch (1, 2, ...)
@@ -81,21 +80,9 @@ def distill(
             without ``augment``: with augmentation the teacher must see the student's view (Beyer et al.,
             2022). Feature losses that tap the teacher need the live teacher.
     """
-    temperature, alpha = checks.temperature(temperature, MAX_TEMPERATURE), checks.alpha(alpha)
-    if not isinstance(student, nn.Module) or not isinstance(teacher, nn.Module):
-        raise TypeError(f"student and teacher must be nn.Modules; got {type(student).__name__}, "
-                        f"{type(teacher).__name__}")
-    if student is teacher:
-        raise ValueError("student and teacher are the same module; distil into a separate (copied) model")
-    shared = _shared_tensors(student, teacher)
-    if shared:
-        raise ValueError(f"student and teacher share {len(shared)} parameter(s) or buffer(s) (e.g. the teacher's "
-                         f"{shared[0]!r}): training the student would change the teacher (a shared BatchNorm's "
-                         f"running statistics move even when frozen); give the student its own copy "
-                         f"(copy.deepcopy)")
-    if "step" in fit_kwargs:
-        raise ValueError("distill builds its own step; pass extra terms through extra_losses, not step=")
-    extra_losses = _check_extra_losses(extra_losses)
+    temperature, alpha = checks.temperature(temperature, MAX_TEMPERATURE), checks.weight("alpha", alpha, 0.0, 1.0)
+    checks.student_and_teacher(student, teacher, shared_tensors(student, teacher))
+    extra_losses, _ = checks.extra_losses(extra_losses), _check_no_step(fit_kwargs)
     extra_params = list(fit_kwargs.pop("extra_params", ()))
     fit_kwargs.setdefault("desc", "distill")  # the progress bar's label
     device = training_device(fit_kwargs.get("device"), train)
@@ -106,8 +93,8 @@ def distill(
             train = _with_teacher_logits(teacher, train, device)
         steps_per_epoch = None
         if any(callable(weight) for weight, _ in extra_losses):
-            train = _as_batches(train, 128, shuffle=True, device=device, name="train")  # what fit would do
-            steps_per_epoch = _steps_per_epoch(train)
+            train = as_batches(train, 128, shuffle=True, device=device, name="train")  # what fit would do
+            steps_per_epoch = _sized(train, "an extra loss weight that depends on the epoch")
         trained = [p for p in student.parameters() if p.requires_grad] + extra_params
         if optimizer is not None:
             trained = [p for group in optimizer.param_groups for p in group["params"]]
@@ -121,13 +108,11 @@ def frozen_teacher(teacher: nn.Module) -> Iterator[nn.Module]:
     """Inside the ``with`` block the teacher is in eval mode (dropout off, BatchNorm on its running statistics)
     with every ``requires_grad`` off; afterwards each module's mode and each parameter's flag are as they were,
     even if training failed."""
-    modes = {m: m.training for m in teacher.modules()}
     flags = {p: p.requires_grad for p in teacher.parameters()}
     try:
-        yield teacher.eval().requires_grad_(False)
+        with eval_mode(teacher):
+            yield teacher.requires_grad_(False)
     finally:
-        for m, was_training in modes.items():
-            m.training = was_training
         for p, flag in flags.items():
             p.requires_grad_(flag)
 
@@ -141,21 +126,25 @@ def teacher_logits(teacher: nn.Module, batch: Batch, cached: bool = False) -> to
         return teacher(batch[0])
 
 
-def _shared_tensors(student: nn.Module, teacher: nn.Module) -> list[str]:
+def shared_tensors(student: nn.Module, teacher: nn.Module) -> list[str]:
     """Names (in the teacher) of the parameters and buffers that are also the student's."""
     mine = {id(t) for t in [*student.parameters(), *student.buffers()]}
     return [name for name, t in [*teacher.named_parameters(), *teacher.named_buffers()] if id(t) in mine]
 
 
-def _steps_per_epoch(train) -> int:
-    """The number of batches ``fit`` will see in one epoch of ``train``."""
-    try:
-        return len(train)
-    except TypeError:
-        raise ValueError(
-            f"an extra loss weight that depends on the epoch needs a train with a length (a TensorDataset, a "
-            f"DeviceLoader or a DataLoader) to count epochs in steps; got {type(train).__name__}, which has none"
-        ) from None
+def leaf_parameters(loss: torch.Tensor) -> list[torch.Tensor]:
+    """The leaf tensors (parameters) that ``loss`` depends on: its autograd graph walked back to the leaves."""
+    seen, stack, leaves = set(), [loss.grad_fn], []
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        leaf = getattr(node, "variable", None)  # AccumulateGrad nodes hold the leaf tensor
+        if leaf is not None:
+            leaves.append(leaf)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return leaves
 
 
 def _make_step(teacher, temperature, alpha, extra_losses, cached, trained, steps_per_epoch=None):
@@ -171,105 +160,73 @@ def _make_step(teacher, temperature, alpha, extra_losses, cached, trained, steps
         epoch = steps[0] // steps_per_epoch + 1 if steps_per_epoch else None
         steps[0] += 1
         for k, (weight, fn) in enumerate(extra_losses):
-            if callable(weight):
-                weight = _checked_weight(k, epoch, weight(epoch))
-            loss = loss + weight * _checked_term(k, fn(s, t, batch), finite=unchecked[0])
+            weight = checks.epoch_weight(k, epoch, weight(epoch)) if callable(weight) else weight
+            loss = loss + weight * checks.scalar_loss(k, fn(s, t, batch), finite=unchecked[0])
         if unchecked[0]:  # once: is every parameter the loss depends on being trained?
-            _check_all_trained(loss, trained)
+            _check_all_trained(leaf_parameters(loss), trained)
             unchecked[0] = False
         return loss, s
 
     return step
 
 
-def _checked_weight(k: int, epoch: int, weight) -> float:
-    """What a weight function returned must be a finite number; say which one, and at which epoch, did not."""
-    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight):
-        raise ValueError(
-            f"extra_losses[{k}] weight function returned {weight!r} at epoch {epoch}; expected a finite number"
-        )
-    return float(weight)
-
-
-def _checked_term(k: int, term, finite: bool) -> torch.Tensor:
-    """An extra loss must give a scalar tensor; say which one did not. ``finite`` (the first step only: it costs
-    a device sync) also checks its value, before a NaN corrupts the weights; later NaNs surface as NaN student
-    logits on the next step, or as ``fit``'s NaN-loss error."""
-    if not isinstance(term, torch.Tensor) or term.numel() != 1:
-        got = f"shape {tuple(term.shape)}" if isinstance(term, torch.Tensor) else type(term).__name__
-        raise ValueError(f"extra_losses[{k}] must return a scalar tensor; got {got}")
-    if finite and not torch.isfinite(term):
-        raise ValueError(f"extra_losses[{k}] returned {term.item()} at this step; expected a finite loss")
-    return term.reshape(())
-
-
-def _check_all_trained(loss: torch.Tensor, trained: list[torch.Tensor]) -> None:
-    """Walk the autograd graph of ``loss`` to its leaf parameters; raise if one is not in ``trained``."""
-    known = {id(p) for p in trained}
-    seen, stack, missing = set(), [loss.grad_fn], []
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        leaf = getattr(node, "variable", None)  # AccumulateGrad nodes hold the leaf tensor
-        if leaf is not None and id(leaf) not in known:
-            missing.append(leaf)
-        stack.extend(next_node for next_node, _ in node.next_functions)
-    if missing:
-        shapes = ", ".join(str(tuple(p.shape)) for p in missing[:8])
-        raise ValueError(
-            f"the distillation loss depends on {len(missing)} parameter tensor(s) that the optimizer does "
-            f"not train (shapes {shapes}); a connector's parameters must be trained with the student: pass "
-            f"extra_params=connector.parameters() to distill (or put them in your optimizer)"
-        )
-
-
-def _check_extra_losses(extra_losses) -> list[tuple[Weight, ExtraLoss]]:
-    out = []
-    for i, item in enumerate(extra_losses):
-        if not (isinstance(item, (tuple, list)) and len(item) == 2 and callable(item[1])):
-            raise ValueError(
-                f"extra_losses[{i}] must be a (weight, fn) pair with "
-                f"fn(student_logits, teacher_logits, batch) -> scalar; got {item!r}"
-            )
-        weight = item[0]
-        if callable(weight):  # a function of the epoch, checked when it is called
-            out.append((weight, item[1]))
-            continue
-        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight):
-            raise ValueError(
-                f"extra_losses[{i}] weight must be a finite number or a function of the epoch; got {weight!r}"
-            )
-        out.append((float(weight), item[1]))
-    return out
-
-
 @torch.no_grad()
 def _with_teacher_logits(teacher: nn.Module, train, device: torch.device) -> DeviceLoader:
     """A loader over the training set with the teacher's logits appended as the last tensor of every batch."""
+    train = _check_cacheable(train)
     if isinstance(train, DeviceLoader):
-        if train.augment is not None:
-            raise ValueError(
-                f"cache_teacher=True with an augmenting loader "
-                f"(augment={getattr(train.augment, '__name__', train.augment)}):"
-                " cached logits belong to the un-augmented images, but the teacher must see the student's "
-                "augmented view (Beyer et al., 2022). Use cache_teacher=False, or a loader without augment"
-            )
         tensors, batch_size = train.tensors, train.batch_size
         shuffle, drop_last = train.shuffle, train.drop_last
-    elif isinstance(train, TensorDataset):
-        tensors, batch_size, shuffle, drop_last = train.tensors, 128, True, False
     else:
-        raise ValueError(
-            f"cache_teacher=True needs the whole training set: a TensorDataset or a kdlite DeviceLoader; got "
-            f"{type(train).__name__}"
-        )
+        tensors, batch_size, shuffle, drop_last = train.tensors, 128, True, False
     x = tensors[0].to(device)
-    if len(x) == 0:
-        raise ValueError("cache_teacher=True got an empty training set; expected at least one example")
     logits = torch.cat([teacher(x[i : i + 1024]).float() for i in range(0, len(x), 1024)])
     loader = DeviceLoader((*tensors, logits), batch_size, shuffle=shuffle, device=device, drop_last=drop_last)
     if isinstance(train, DeviceLoader):
         loader.generator = train.generator  # the same shuffling stream as the loader it replaces
     return loader
+
+
+# --- checks of distill's own arguments
+
+
+def _check_no_step(fit_kwargs: dict) -> None:
+    if "step" in fit_kwargs:
+        raise ValueError("distill builds its own step; pass extra terms through extra_losses, not step=")
+
+
+def _sized(train, why: str) -> int:
+    """``len(train)``, the number of batches in one epoch, which ``why`` needs."""
+    try:
+        return len(train)
+    except TypeError:
+        raise ValueError(f"{why} needs a train with a length (a TensorDataset, a DeviceLoader or a DataLoader) to "
+                         f"count epochs in steps; got {type(train).__name__}, which has none") from None
+
+
+def _check_cacheable(train):
+    """A training set whose teacher logits can be computed once: a non-empty TensorDataset, or a DeviceLoader
+    without augmentation."""
+    if isinstance(train, DeviceLoader) and train.augment is not None:
+        raise ValueError(f"cache_teacher=True with an augmenting loader (augment="
+                         f"{getattr(train.augment, '__name__', train.augment)}): cached logits belong to the "
+                         f"un-augmented images, but the teacher must see the student's augmented view (Beyer et al., "
+                         f"2022). Use cache_teacher=False, or a loader without augment")
+    if not isinstance(train, (DeviceLoader, TensorDataset)):
+        raise ValueError(f"cache_teacher=True needs the whole training set: a TensorDataset or a kdlite "
+                         f"DeviceLoader; got {type(train).__name__}")
+    if len(train.tensors[0]) == 0:
+        raise ValueError("cache_teacher=True got an empty training set; expected at least one example")
+    return train
+
+
+def _check_all_trained(leaves: list[torch.Tensor], trained: list[torch.Tensor]) -> None:
+    """Every leaf the loss depends on is trained: the known bug of a connector left out of the optimizer."""
+    known = {id(p) for p in trained}
+    missing = [p for p in leaves if id(p) not in known]
+    if missing:
+        shapes = ", ".join(str(tuple(p.shape)) for p in missing[:8])
+        raise ValueError(f"the distillation loss depends on {len(missing)} parameter tensor(s) that the optimizer "
+                         f"does not train (shapes {shapes}); a connector's parameters must be trained with the "
+                         f"student: pass extra_params=connector.parameters() to distill (or put them in your "
+                         f"optimizer)")

@@ -83,7 +83,8 @@ def distillation_loss(
     term instead; here it is always the teacher's share. ``check=False``: as in :func:`kd_loss`.
     """
     if check:
-        temperature, alpha = checks.kd_args(student_logits, teacher_logits, temperature, targets), checks.alpha(alpha)
+        temperature = checks.kd_args(student_logits, teacher_logits, temperature, targets)
+        alpha = checks.weight("alpha", alpha, 0.0, 1.0)
     soft = kd_loss(student_logits, teacher_logits, temperature, check=False)
     hard = F.cross_entropy(student_logits.float().reshape(-1, student_logits.shape[-1]), targets.reshape(-1).long())
     return alpha * soft + (1 - alpha) * hard

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from ._checks import integer, module
-from .device import synchronize
+from . import _checks as checks
+from .device import eval_mode, named_input_errors, synchronize
 
 _QUANTIZED = ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")  # static and dynamic, fused or not
 
@@ -34,8 +34,7 @@ def _packed_weights(module: nn.Module) -> list[torch.Tensor]:
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (each shared tensor counted once), including the packed weights and biases of
     quantized modules (e.g. from ``quant.to_int8``); those are not trainable, so ``trainable_only`` skips them."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
+    checks.module(model)
     seen, total = set(), 0
     for p in model.parameters():
         if id(p) in seen or (trainable_only and not p.requires_grad):
@@ -68,7 +67,7 @@ def model_size_bytes(model: nn.Module) -> int:
     A float32 weight costs 4 bytes an element, bf16 2, int8 1. Objects that hold no plain tensor (packed
     weights of some quantized backends) are measured by serialising the state_dict instead.
     """
-    state = module(model).state_dict()
+    state = checks.module(model).state_dict()
     size = _tensor_bytes(state)
     opaque = [k for k, v in state.items() if not isinstance(v, torch.Tensor) and _tensor_bytes(v) == 0]
     if opaque:
@@ -76,20 +75,6 @@ def model_size_bytes(model: nn.Module) -> int:
         torch.save({k: state[k] for k in opaque}, buf)
         size += buf.getbuffer().nbytes
     return size
-
-
-def _check_model_input(model, example_input) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
-    if not isinstance(example_input, torch.Tensor):
-        raise TypeError(
-            f"example_input must be a torch.Tensor (one batch, passed as model(example_input)); got "
-            f"{type(example_input).__name__}"
-        )
-
-
-def _check_int(value, name: str, minimum: int) -> None:
-    integer(value, name, minimum, what=f"an int >= {minimum}")
 
 
 @torch.no_grad()
@@ -111,22 +96,10 @@ def count_flops(model: nn.Module, example_input: torch.Tensor) -> int:
             f"quantized {kind}) whose int8 kernels torch's FlopCounterMode does not see, so it would report 0; "
             f"count the float model instead (int8 does the same multiply-adds)"
         )
-    was_training = model.training
-    model.eval()
-    try:
-        with FlopCounterMode(display=False) as counter:
+    with eval_mode(model), FlopCounterMode(display=False) as counter:
+        with named_input_errors(model, example_input, "example"):
             model(example_input)
-    finally:
-        model.train(was_training)
     return int(counter.get_total_flops())
-
-
-def _check_timing(model, example_input, warmup, repeats, threads) -> None:
-    _check_model_input(model, example_input)
-    _check_int(warmup, "warmup", 0)
-    _check_int(repeats, "repeats", 1)
-    if threads is not None:
-        _check_int(threads, "threads", 1)
 
 
 @torch.no_grad()
@@ -149,20 +122,18 @@ def latency(
     old_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
-    was_training = model.training
-    model.eval()
     try:
-        for _ in range(warmup):
-            model(example_input)
-        sync()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            model(example_input)
+        with eval_mode(model), named_input_errors(model, example_input, "example"):
+            for _ in range(warmup):
+                model(example_input)
             sync()
-            times.append(time.perf_counter() - t0)
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                model(example_input)
+                sync()
+                times.append(time.perf_counter() - t0)
     finally:
-        model.train(was_training)
         torch.set_num_threads(old_threads)
     return statistics.median(times)
 
@@ -182,17 +153,9 @@ def compare_latency(
     only slow a pass down, and taking turns exposes every model to the same load. A speed-up is a ratio of two
     results, e.g. ``t["dense"] / t["pruned"]``.
     """
-    if not isinstance(models, Mapping):
-        raise TypeError(
-            f"models must be a dict of name -> model, e.g. {{'dense': m1, 'pruned': m2}}; got {type(models).__name__}"
-        )
-    if not models:
-        raise ValueError("models must name at least one model, e.g. {'dense': m1, 'pruned': m2}")
-    _check_int(rounds, "rounds", 1)
-    for name, model in models.items():
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"models[{name!r}] must be an nn.Module; got {type(model).__name__}")
-        _check_timing(model, example_input, warmup, repeats, threads)
+    rounds = checks.integer(rounds, "rounds", 1, what="an int >= 1")
+    for name, model in _check_models(models).items():
+        _check_timing(model, example_input, warmup, repeats, threads, name=f"models[{name!r}]")
     times: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(rounds):
         for name, model in models.items():
@@ -201,7 +164,8 @@ def compare_latency(
 
 
 def profile(model: nn.Module, example_input: torch.Tensor, **latency_kwargs) -> dict[str, float | None]:
-    """All four measurements at once: ``params``, ``bytes``, ``flops`` and ``latency_ms`` (median, one forward).
+    """All four measurements at once: ``params``, ``bytes``, ``flops`` and ``latency`` (seconds, the median of one
+    forward pass, as :func:`latency` returns it; print it in ms with ``1e3 * p["latency"]``).
 
     ``flops`` is None for a quantized model (``quant.to_int8``), whose int8 kernels the flop counter does not
     see (see :func:`count_flops`): take the float model's FLOPs instead.
@@ -212,5 +176,31 @@ def profile(model: nn.Module, example_input: torch.Tensor, **latency_kwargs) -> 
         "params": count_params(model),
         "bytes": model_size_bytes(model),
         "flops": None if quantized else count_flops(model, example_input),
-        "latency_ms": 1e3 * latency(model, example_input, **latency_kwargs),
+        "latency": latency(model, example_input, **latency_kwargs),
     }
+
+
+# --- argument checks, out of the reader's way
+
+
+def _check_model_input(model, example_input, name: str = "model") -> None:
+    checks.module(model, name)
+    if not isinstance(example_input, torch.Tensor):
+        raise TypeError(f"example_input must be a torch.Tensor (one batch, passed as model(example_input)); got "
+                        f"{type(example_input).__name__}")
+
+
+def _check_timing(model, example_input, warmup, repeats, threads, name: str = "model") -> None:
+    _check_model_input(model, example_input, name)
+    checks.integer(warmup, "warmup", 0, what="an int >= 0"), checks.integer(repeats, "repeats", 1, what="an int >= 1")
+    if threads is not None:
+        checks.integer(threads, "threads", 1, what="an int >= 1")
+
+
+def _check_models(models) -> dict:
+    example = "e.g. {'dense': m1, 'pruned': m2}"
+    if not isinstance(models, Mapping):
+        raise TypeError(f"models must be a dict of name -> model, {example}; got {type(models).__name__}")
+    if not models:
+        raise ValueError(f"models must name at least one model, {example}")
+    return dict(models)

@@ -185,7 +185,7 @@ def iterative_prune(
 
     With ``rewind_to`` (a ``state_dict`` saved at initialisation) the surviving weights are rewound before
     each retraining: iterative magnitude pruning as in the lottery ticket hypothesis. Returns one record per
-    round: ``{"round", "amount", "sparsity", "val_acc" (when val is given), "history"}``.
+    round: ``{"round", "amount", "sparsity", "val_accuracy" (when val is given), "history"}``.
     """
     amounts = [_check_amount(a, "amounts[...]") for a in amounts]
     if not amounts:
@@ -202,7 +202,7 @@ def iterative_prune(
         record = {"round": i + 1, "amount": amount, "sparsity": sparsity(model)["overall"]}
         record["history"] = history
         if val is not None:
-            record["val_acc"] = evaluate(model, val)["accuracy"]
+            record["val_accuracy"] = evaluate(model, val)["accuracy"]
         records.append(record)
     return records
 
@@ -260,7 +260,7 @@ def sparse_storage_bytes(
         others = (t for k, t in obj.state_dict().items() if ".parametrizations." not in k and k not in skip)
         return total + sum(t.numel() * t.element_size() for t in others)
     if not isinstance(obj, torch.Tensor):
-        raise TypeError(f"obj must be an nn.Module or a torch.Tensor; got {type(obj).__name__}")
+        raise TypeError(f"obj must be a torch.nn.Module or a torch.Tensor; got {type(obj).__name__}")
     b_v = obj.element_size() if value_bytes is None else value_bytes
     numel, nnz = obj.numel(), int((obj != 0).sum())
     rows = obj.shape[0] if obj.dim() > 0 else 1

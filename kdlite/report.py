@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import _checks as checks
 from ._checks import integer
 
 if TYPE_CHECKING:
@@ -51,8 +52,7 @@ def mean_std(values: Iterable[float]) -> tuple[float, float]:
 def fmt_mean_std(values: Iterable[float], scale: float = 1.0, digits: int = 2) -> str:
     """``"mean ± std (n=k)"`` of ``values`` times ``scale`` (e.g. ``scale=100`` for percentages), ``digits``
     decimals."""
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale):
-        raise ValueError(f"scale must be a finite number; got {scale!r}")
+    scale = checks.number(scale, "scale")
     digits = integer(digits, "digits", 0, what="an int >= 0")
     values = _floats(values)  # a generator is consumed once, here
     m, s = mean_std(values)
@@ -108,19 +108,13 @@ def show_table(rows: Sequence[dict], columns: Sequence[str] | None = None, title
         print(text)
 
 
-def _check_name(name, example: str) -> None:
-    """A name must be a plain file name (no folders, no extension needed), so that files stay in their folder."""
-    if not isinstance(name, str) or not name.strip() or "/" in name or "\\" in name or name in (".", ".."):
-        raise ValueError(f"name must be a plain file name (non-empty, no folders) such as {example!r}; got {name!r}")
-
-
 def save_figure(fig: Figure, name: str) -> Path | None:
     """Save ``fig`` as ``$KDLITE_FIGURES/name.png`` when that variable is set (GPU runs collect figures this way).
 
     ``name`` must be a plain file name (no folders); it and ``fig`` are checked even when nothing is saved."""
     if not callable(getattr(fig, "savefig", None)):
         raise TypeError(f"fig must be a matplotlib Figure (anything with .savefig); got {type(fig).__name__}")
-    _check_name(name, "06_ptq_bits")
+    checks.file_name(name, "06_ptq_bits")
     folder = os.environ.get("KDLITE_FIGURES")
     if not folder:
         return None
@@ -155,7 +149,7 @@ def save_results(name: str, rows: Sequence[dict], note: str = "", data: str | Se
     :func:`show_recorded`, so that the numbers in the book are the measured ones, not copies. ``name`` (a plain
     file name) and ``rows`` (dicts) are checked even when nothing is saved.
     """
-    _check_name(name, "03_hinton")
+    checks.file_name(name, "03_hinton")
     rows = _rows(rows)
     data = [data] if isinstance(data, str) else list(data)
     if not all(isinstance(d, str) for d in data):

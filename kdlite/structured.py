@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ._checks import fraction
+from .device import eval_mode
 from .masks import PRUNABLE, remove_masks
 
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -143,7 +144,7 @@ def channel_prune(
     example_input: torch.Tensor,
     importance: str | Callable[[torch.Tensor], torch.Tensor] = "l1",
 ) -> nn.Module:
-    """A physically smaller copy of ``model``: in every prunable Conv/Linear layer, the fraction ``amount``
+    """A copy of ``model``, physically smaller: in every prunable Conv/Linear layer, the fraction ``amount``
     of output channels with the lowest importance is removed (``round(amount · C)`` of ``C``, keeping at
     least one), together with the matching BatchNorm entries and input channels of the next layer. ``model``
     is not changed (masks from :func:`magnitude_prune` are made permanent in the copy first).
@@ -221,9 +222,5 @@ def channel_prune(
 
 def _eval_output(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``model(x)`` in eval mode, the mode restored afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return model(x)
-    finally:
-        model.train(was_training)

@@ -20,7 +20,8 @@ from torch.utils.data import TensorDataset
 
 from . import _checks as checks
 from ._checks import integer
-from .device import get_device, seed_everything  # noqa: F401  (kdlite.train.get_device, as before)
+from .data import as_batches
+from .device import eval_mode, get_device, named_input_errors, seed_everything  # noqa: F401  (kdlite.train.get_device, as before)
 
 Batch = Sequence[torch.Tensor]
 Step = Callable[[nn.Module, Batch], tuple[torch.Tensor, torch.Tensor]]
@@ -31,7 +32,9 @@ def _progress_default() -> bool:
 
 
 class History:
-    """Per-epoch metrics of a training run: ``history["val_acc"]`` is a list, ``history.last`` a dict."""
+    """Per-epoch metrics of a training run: ``history["val_accuracy"]`` is a list, ``history.last`` a dict.
+
+    ``"val_acc"`` and ``"train_acc"``, the names of kdlite 0.1, still index the accuracies."""
 
     def __init__(self) -> None:
         self.epochs: list[dict[str, float]] = []
@@ -40,6 +43,7 @@ class History:
         self.epochs.append(dict(metrics))
 
     def __getitem__(self, key: str) -> list[float]:
+        key = {"val_acc": "val_accuracy", "train_acc": "train_accuracy"}.get(key, key)
         if self.epochs and key not in self.epochs[-1]:
             raise KeyError(f"no metric {key!r}; this history has: {', '.join(self.epochs[-1])}")
         return [e[key] for e in self.epochs if key in e]
@@ -57,7 +61,7 @@ class History:
 
         if ax is None:
             _, ax = plt.subplots(1, 2, figsize=(9, 3.2))
-        keys = keys or [k for k in self.last if k.endswith(("loss", "acc"))]
+        keys = keys or [k for k in self.last if k.endswith(("loss", "accuracy"))]
         epochs = range(1, len(self) + 1)
         for k in keys:
             a = ax[0] if k.endswith("loss") else ax[1]
@@ -85,7 +89,7 @@ def cross_entropy_step(
     x, y = batch[0], batch[1]
     logits = model(x)
     if check_labels:
-        checks.logits(logits)
+        _check_logits(logits)
         _check_labels(y, logits, "the training data")
     return F.cross_entropy(logits.float(), y.long()), logits  # any integer labels: int32, uint8...
 
@@ -98,34 +102,9 @@ def _check_labels(y: torch.Tensor, logits: torch.Tensor, where: str) -> None:
         raise ValueError(f"labels of {where}: {message}; the model outputs {logits.shape[-1]} classes") from None
 
 
-def _as_batches(
-    data, batch_size: int, shuffle: bool, device: torch.device | None, name: str = "data"
-) -> Iterable[Batch]:
-    """A ``TensorDataset``, or a tuple ``(x, y)`` of tensors of one length, becomes a ``DeviceLoader``; any other
-    iterable of batches is used as it is. ``name`` is the argument's name in error messages."""
-    if isinstance(data, (tuple, list)) and len(data) >= 2 and all(isinstance(t, torch.Tensor) for t in data) \
-            and len({len(t) for t in data}) == 1:
-        data = TensorDataset(*data)  # fit(model, (x, y), epochs)
-    if isinstance(data, TensorDataset):
-        from .data import DeviceLoader
-
-        return DeviceLoader(data, batch_size, shuffle=shuffle, device=device)
-    if isinstance(data, (torch.Tensor, str, bytes)) or not isinstance(data, Iterable):
-        hint = " (for tensors x, y pass TensorDataset(x, y))" if isinstance(data, torch.Tensor) else ""
-        raise TypeError(
-            f"{name} must be a TensorDataset, a kdlite DeviceLoader or an iterable of (x, y) batches; got "
-            f"{type(data).__name__}{hint}"
-        )
-    return data
-
-
 def _finite(value) -> bool:
     """Is ``value`` a finite real number (not a bool, not a string)?"""
     return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
-
-
-def _check_model(model) -> None:
-    checks.module(model)
 
 
 def _data_device(data) -> torch.device | None:
@@ -166,25 +145,21 @@ def evaluate(
     ``data`` is any iterable of ``(x, y, ...)`` batches, or a ``TensorDataset``. The model's train/eval mode is
     restored afterwards.
     """
-    _check_model(model)
+    checks.module(model)
     device = get_device(device) if device is not None else (_data_device(data) or _model_device(model))
-    data = _as_batches(data, 1024, shuffle=False, device=device)
-    was_training = model.training
-    model.eval()
+    data = as_batches(data, 1024, shuffle=False, device=device)
     total_loss, correct, n = torch.zeros((), device=device), torch.zeros((), device=device), 0
-    try:
+    with eval_mode(model):
         for batch in data:
             x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
-            with _autocast(device, amp), checks.named_dtype_mismatch(model, x, "evaluation"):
+            with _autocast(device, amp), named_input_errors(model, x, "evaluation"):
                 logits = model(x)
             if n == 0:
-                checks.logits(logits)
+                _check_logits(logits)
                 _check_labels(y, logits, "the evaluation data")
             total_loss += F.cross_entropy(logits.float(), y.long(), reduction="sum")
             correct += (logits.argmax(-1) == y).sum()
             n += len(y)
-    finally:
-        model.train(was_training)
     if n == 0:
         raise ValueError("evaluate got no batches: data is empty")
     loss = total_loss.item() / n
@@ -221,8 +196,8 @@ def fit(
     progress: bool | None = None,
     desc: str = "train",
 ) -> History:
-    """Train ``model`` for ``epochs`` epochs; return a :class:`History` (``train_loss``, ``train_acc``, and
-    ``val_loss``, ``val_acc`` when ``val`` is given, ``lr``, ``time``).
+    """Train ``model`` for ``epochs`` epochs; return a :class:`History` (``train_loss``, ``train_accuracy``, and
+    ``val_loss``, ``val_accuracy`` when ``val`` is given, ``lr``, ``time``).
 
     Args:
         model: any module returning logits.
@@ -249,8 +224,8 @@ def fit(
     epochs = integer(epochs, "epochs", 0)
     _check_fit(model, optimizer, lr, weight_decay, scheduler)
     device = training_device(device, train)
-    train = _as_batches(train, 128, shuffle=True, device=device, name="train")
-    val = None if val is None else _as_batches(val, 1024, shuffle=False, device=device, name="val")
+    train = as_batches(train, 128, shuffle=True, device=device, name="train")
+    val = None if val is None else as_batches(val, 1024, shuffle=False, device=device, name="val")
     model.to(device)
     steps = len(train) if hasattr(train, "__len__") else None  # per epoch; a plain generator has no length
     sched = None
@@ -267,7 +242,7 @@ def fit(
                 batch = [t.to(device, non_blocking=True) for t in batch]
                 with _autocast(device, amp):
                     loss, logits = _first_step(step, model, batch, train) if epoch == 1 and i == 0 else \
-                        checks.labelled(step, model, batch, i, epoch)
+                        _labelled(step, model, batch, i, epoch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -286,7 +261,7 @@ def fit(
                 raise
             if val is not None:
                 ev = evaluate(model, val, device=device, amp=amp)
-                metrics.update(val_loss=ev["loss"], val_acc=ev["accuracy"])
+                metrics.update(val_loss=ev["loss"], val_accuracy=ev["accuracy"])
             metrics.update(lr=optimizer.param_groups[0]["lr"], time=time.perf_counter() - t0)
             history.append(**metrics)
     finally:
@@ -318,7 +293,7 @@ def default_optimizer(
 
 
 def _check_fit(model, optimizer, lr, weight_decay, scheduler) -> None:
-    _check_model(model)
+    checks.module(model)
     if optimizer is not None and lr is not None:
         raise ValueError("pass either optimizer or lr, not both: lr sets the default optimizer's learning rate")
     if lr is not None and not (_finite(lr) and lr > 0):
@@ -332,17 +307,17 @@ def _check_fit(model, optimizer, lr, weight_decay, scheduler) -> None:
 def _first_step(step: Step, model: nn.Module, batch: Batch, train) -> tuple[torch.Tensor, torch.Tensor]:
     """The first step of a run, with the label checks (the batch's labels, then every label of the loader) and a
     model whose dtype does not match the inputs named as such."""
-    with checks.named_dtype_mismatch(model, batch[0], "training"):
+    with named_input_errors(model, batch[0], "training"):
         if step is cross_entropy_step:
             loss, logits = step(model, batch, check_labels=True)
         else:
-            loss, logits = checks.labelled(step, model, batch, 0, 1)
+            loss, logits = _labelled(step, model, batch, 0, 1)
     checks.all_labels(train, logits)  # a whole-tensor loader: every label, once
     return loss, logits
 
 
 def _epoch_metrics(loss_sum, correct, n: int, epoch: int, peak: float) -> dict:
-    """``train_loss`` and ``train_acc`` of an epoch; a non-finite loss raises, naming the learning rate and the
+    """``train_loss`` and ``train_accuracy`` of an epoch; a non-finite loss raises, naming the learning rate and the
     inputs as the usual suspects (``fit`` then restores the weights the epoch started with)."""
     if n == 0:
         raise ValueError("fit got no batches: the training data is empty (a generator is used up after one "
@@ -353,7 +328,7 @@ def _epoch_metrics(loss_sum, correct, n: int, epoch: int, peak: float) -> dict:
             f"training loss became {train_loss} in epoch {epoch}; the learning rate (peak {peak:.3g}) may be too "
             f"high, or the inputs contain NaN/inf. The model's weights are restored to those it had at the start "
             f"of epoch {epoch}.")
-    return {"train_loss": train_loss, "train_acc": correct.item() / n}
+    return {"train_loss": train_loss, "train_accuracy": correct.item() / n}
 
 
 def _progress_bar(progress: bool | None, epochs: int, steps: int | None, desc: str):
@@ -372,3 +347,23 @@ def _show(bar, i: int, epoch: int, loss_sum, correct, n: int) -> None:
         bar.update()
         if i % 20 == 0:
             bar.set_postfix(epoch=epoch, loss=f"{loss_sum.item() / n:.4f}", acc=f"{correct.item() / n:.3f}")
+
+
+# --- torch's errors said in kdlite's words
+
+
+def _labelled(step, model: nn.Module, batch, i: int, epoch: int):
+    """``step(model, batch)``, with torch's "Target 7 is out of bounds" said in kdlite's words."""
+    try:
+        return step(model, batch)
+    except IndexError as e:
+        if "out of bounds" not in str(e):
+            raise
+        raise ValueError(f"labels of the training data (batch {i} of epoch {epoch}): {e} Expected class indices in "
+                         f"[0, C - 1] for a model with C outputs.") from None
+
+
+def _check_logits(value) -> None:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"the model must return a tensor of logits; it returned a {type(value).__name__} (for a "
+                        f"model that returns (logits, features), pass a step= that picks the logits)")

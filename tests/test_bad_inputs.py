@@ -206,3 +206,44 @@ def test_fit_takes_a_tuple_of_tensors_and_names_a_tuple_returning_model():
         kdlite.fit(TwoOutputs(), (x, y), 1, progress=False)
     with pytest.raises(TypeError, match="must return a tensor of logits; it returned a tuple"):
         kdlite.evaluate(TwoOutputs(), (x, y))
+
+
+# --- issue #15: torch's errors about inputs a model cannot take, said in kdlite's words
+
+
+def test_wrong_input_shapes_and_dtypes_name_the_inputs():
+    from kdlite import measure, quant
+    from kdlite.models import CNN
+
+    model, wrong = CNN(1, 10, widths=(4, 8)), torch.rand(2, 3, 8, 8)
+    for call in (lambda: quant.calibrate(quant.prepare_qat(model), wrong), lambda: quant.quantize_ptq(model, wrong),
+                 lambda: quant.to_int8(model, wrong)):
+        with pytest.raises(ValueError, match=r"cannot take the calibration inputs of shape \(2, 3, 8, 8\)"):
+            call()
+    with pytest.raises(ValueError, match=r"cannot take the example inputs of shape \(1, 3, 8, 8\)"):
+        measure.latency(model, wrong[:1], warmup=1, repeats=1)
+    with pytest.raises(ValueError, match=r"weights are torch.float64 but the calibration inputs are torch.float32"):
+        quant.calibrate(quant.prepare_qat(CNN(1, 10, widths=(4, 8)).double()), torch.rand(2, 1, 8, 8))
+    x, y = torch.rand(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    with pytest.raises(ValueError, match=r"weights are torch.float64 but the evaluation inputs are torch.float32"):
+        kdlite.evaluate(CNN(1, 10, widths=(4, 8)).double(), (x, y))
+    with pytest.raises(ValueError, match=r"weights are torch.bfloat16 but the training inputs are torch.float32"):
+        kdlite.fit(CNN(1, 10, widths=(4, 8)).bfloat16(), (x, y), 1, progress=False, device="cpu")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_to_int8_names_a_model_that_is_not_float32(dtype):
+    from kdlite import quant
+    from kdlite.models import CNN
+
+    with pytest.raises(ValueError, match=rf"to_int8 quantizes a float32 model; model's weights are \['{dtype}'\]"):
+        quant.to_int8(CNN(1, 10, widths=(4, 8)).to(dtype), torch.rand(2, 1, 8, 8).to(dtype))
+
+
+def test_eval_mode_restores_each_submodules_mode():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.5)).train()
+    model[1].eval()  # a frozen part stays frozen
+    with pytest.raises(RuntimeError), kdlite.eval_mode(model) as m:
+        assert not any(x.training for x in m.modules())
+        raise RuntimeError("fails inside")
+    assert model.training and model[0].training and not model[1].training

@@ -65,7 +65,7 @@ def test_teacher_bit_identical_and_back_in_train_mode(digits, trained_teacher):
     h = distill(MLP(64, 32, 10), teacher, loader(digits[0]), 2, temperature=4.0, alpha=0.9, val=digits[1],
                 progress=False)
     hook.remove()
-    assert isinstance(h, History) and len(h) == 2 and {"train_loss", "val_acc"} <= set(h.last)
+    assert isinstance(h, History) and len(h) == 2 and {"train_loss", "val_accuracy"} <= set(h.last)
     assert seen and all(s == (False, False, False) for s in seen)  # eval mode, no autograd
     assert_bit_identical(teacher, snap)
     assert [m.training for m in teacher.modules()] == modes
@@ -92,7 +92,7 @@ def test_distilled_student_learns(digits, trained_teacher):
     seed_everything(1)
     h = distill(MLP(64, 32, 10), trained_teacher, loader(digits[0]), 4, temperature=4.0, alpha=0.9,
                 val=digits[1], progress=False)
-    assert h["val_acc"][-1] > 0.5 and h["train_loss"][-1] < h["train_loss"][0]  # chance is 0.1
+    assert h["val_accuracy"][-1] > 0.5 and h["train_loss"][-1] < h["train_loss"][0]  # chance is 0.1
 
 
 def test_cache_teacher_reuses_logits_of_unaugmented_data(digits, trained_teacher):
@@ -125,7 +125,7 @@ def test_cache_teacher_same_result_as_live_teacher(digits, trained_teacher):
                     cache_teacher=cache, val=digits[1], progress=False)
         runs.append(h)
     assert runs[0]["train_loss"] == pytest.approx(runs[1]["train_loss"], rel=1e-3)
-    assert runs[0]["val_acc"] == pytest.approx(runs[1]["val_acc"], abs=0.01)
+    assert runs[0]["val_accuracy"] == pytest.approx(runs[1]["val_accuracy"], abs=0.01)
 
 
 def test_cache_teacher_refuses_augmentation(digits, trained_teacher):

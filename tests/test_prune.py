@@ -225,7 +225,7 @@ def test_iterative_prune_reaches_each_target():
     records = iterative_prune(model, _data(), [0.3, 0.6], 1, val=val, progress=False, device="cpu")
     n = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
     assert [r["sparsity"] for r in records] == [round(0.3 * n) / n, round(0.6 * n) / n]
-    assert [r["round"] for r in records] == [1, 2] and all(0 <= r["val_acc"] <= 1 for r in records)
+    assert [r["round"] for r in records] == [1, 2] and all(0 <= r["val_accuracy"] <= 1 for r in records)
     with pytest.raises(ValueError, match="amounts"):
         iterative_prune(model, _data(), [0.7, 1.2], 1)
 

@@ -440,7 +440,7 @@ def test_other_bad_arguments():
         Q.fold_batchnorm(nn.Linear(2, 2), nn.BatchNorm2d(2))
     with pytest.raises(ValueError, match="num_features=3"):
         Q.fold_batchnorm(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(3))
-    with pytest.raises(ValueError, match=r"calibration_data \(the calibration data\) is empty"):
+    with pytest.raises(ValueError, match=r"^data \(the calibration data\) is empty"):
         Q.to_int8(CNN(1, 10, widths=(4, 8)), [])
     with pytest.raises(ValueError, match="num_batches must be a positive int"):
         Q.quantize_ptq(CNN(1, 10, widths=(4, 8)), torch.randn(2, 1, 8, 8), num_batches=0)
@@ -505,7 +505,7 @@ def test_scale_counts_and_underflow_messages():
 
 def test_act_quant_momentum_and_non_finite_ranges():
     for momentum in (0, 2, -0.1, True, "0.1"):
-        with pytest.raises(ValueError, match=rf"momentum must be a number in \(0, 1\]; got {momentum!r}"):
+        with pytest.raises(ValueError, match=rf"momentum must be in \(0, 1\] \(a number\); got {momentum!r}"):
             Q.ActQuant(8, momentum=momentum)
     act = Q.ActQuant(8, momentum=1).train()
     with pytest.raises(ValueError, match=r"ActQuant's range \[lo, hi\] = \[nan, nan\] is not finite"):
@@ -522,8 +522,8 @@ def test_calibration_rejects_nan_and_inf_inputs(data):
     batch = 0 if isinstance(data, torch.Tensor) else 1
     for name, call in (
         ("data", lambda: Q.calibrate(Q.prepare_qat(CNN(1, 10, widths=(4, 8))), data)),
-        ("calibration_data", lambda: Q.quantize_ptq(CNN(1, 10, widths=(4, 8)), data)),
-        ("calibration_data", lambda: Q.to_int8(CNN(1, 10, widths=(4, 8)), data)),
+        ("data", lambda: Q.quantize_ptq(CNN(1, 10, widths=(4, 8)), data)),
+        ("data", lambda: Q.to_int8(CNN(1, 10, widths=(4, 8)), data)),
     ):
         with pytest.raises(ValueError, match=rf"^{name} batch {batch}: calibration inputs must be finite; got \d+ NaN"):
             call()
@@ -531,17 +531,17 @@ def test_calibration_rejects_nan_and_inf_inputs(data):
 
 def test_calibration_rejects_empty_batches_and_non_tensors():
     model = CNN(1, 10, widths=(4, 8))
-    with pytest.raises(ValueError, match=r"calibration_data batch 0: calibration inputs must not be empty; got shape"):
+    with pytest.raises(ValueError, match=r"^data batch 0: calibration inputs must not be empty; got shape"):
         Q.to_int8(model, torch.zeros(0, 1, 8, 8))
     with pytest.raises(ValueError, match=r"^data batch 1: calibration inputs must not be empty"):
         Q.calibrate(Q.prepare_qat(model), [torch.rand(2, 1, 8, 8), torch.zeros(0, 1, 8, 8)])
     with pytest.raises(ValueError, match=r"^data \(the calibration data\) is empty: expected at least one batch"):
         Q.calibrate(Q.prepare_qat(model), torch.utils.data.TensorDataset(torch.zeros(0, 1, 8, 8)))
-    with pytest.raises(TypeError, match=r"calibration_data batch 0: calibration inputs must be tensors.*got list"):
+    with pytest.raises(TypeError, match=r"^data batch 0: calibration inputs must be a torch.Tensor; got list"):
         Q.to_int8(model, [([1.0, 2.0], 0)])
-    with pytest.raises(TypeError, match=r"calibration_data \(the calibration data\) must be a tensor"):
+    with pytest.raises(TypeError, match=r"^data \(the calibration data\) must be a TensorDataset.*got float"):
         Q.to_int8(model, 3.0)
-    with pytest.raises(TypeError, match=r"model must be an nn.Module; got str"):
+    with pytest.raises(TypeError, match=r"model must be a torch.nn.Module; got str"):
         Q.calibrate("model", torch.rand(2, 1, 8, 8))
 
 
@@ -584,3 +584,16 @@ def test_to_int8_on_a_model_fx_cannot_trace(model, x):
     with pytest.raises(ValueError, match=expected) as e:
         Q.to_int8(model, x)
     assert "MLP, CNN and ResNet" in str(e.value) and e.value.__suppress_context__
+
+
+def test_the_old_name_calibration_data_still_works_with_a_warning():
+    model, x = CNN(1, 10, widths=(4, 8)), torch.rand(4, 1, 8, 8)
+    with pytest.warns(DeprecationWarning, match="calibration_data= is now called data="):
+        q = Q.quantize_ptq(model, calibration_data=x)
+    assert torch.equal(q(x), Q.quantize_ptq(model, x)(x))
+    with pytest.warns(DeprecationWarning, match="calibration_data= is now called data="):
+        Q.to_int8(model, calibration_data=x)
+    with pytest.raises(TypeError, match="give data .* once .*got both"):
+        Q.to_int8(model, x, calibration_data=x)
+    with pytest.raises(TypeError, match="give data .* once .*got neither"):
+        Q.to_int8(model)

@@ -20,8 +20,8 @@ def test_fit_defaults_train_well(digits):
     seed_everything(0)
     h = fit(MLP(64, 64, 10), DeviceLoader(train, 64, seed=0), 8, val=test, progress=False)
     assert isinstance(h, History) and len(h) == 8
-    assert h.last["val_acc"] > 0.93 and h["train_loss"][-1] < h["train_loss"][0]
-    assert {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "time"} <= set(h.last)
+    assert h.last["val_accuracy"] > 0.93 and h["train_loss"][-1] < h["train_loss"][0]
+    assert {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "time"} <= set(h.last)
 
 
 def test_fit_accepts_dataloader_and_tensordataset(digits):
@@ -120,8 +120,9 @@ def test_history_plot_and_keys(digits):
     h = fit(MLP(64, 8, 10), DeviceLoader(train, 256), 2, val=test, progress=False)
     axes = h.plot()
     assert len(axes) == 2 and len(axes[0].lines) == 2 and len(axes[1].lines) == 2
-    with pytest.raises(KeyError, match="val_acc"):
+    with pytest.raises(KeyError, match="val_accuracy"):
         h["nope"]
+    assert h["val_acc"] == h["val_accuracy"] and h["train_acc"] == h["train_accuracy"]  # kdlite 0.1's names
     assert "2 epochs" in repr(h)
 
 

@@ -7,7 +7,8 @@ float32), so instead of torch's ``DataLoader``, which collates one sample at a t
 - ``datasets``: :func:`load_dataset`, the offline datasets and the four that torchvision downloads;
 - ``cache``: the cache folder (uint8, checked on load), :func:`import_dataset` for a local copy without a network;
 - ``sources``: reading that local copy (an ``.npz`` file, or the files torchvision writes);
-- ``loader``: :class:`DeviceLoader` and batch augmentations (``random_crop``, ``random_flip``, ``crop_and_flip``).
+- ``loader``: :class:`DeviceLoader`, :func:`as_batches` (what every function does with its data) and batch
+  augmentations (``random_crop``, ``random_flip``, ``crop_and_flip``).
 
 ``python -m kdlite.data --help`` lists the command-line tools (``import``, ``list``).
 """
@@ -25,7 +26,7 @@ from .cache import (
     is_cached,
 )
 from .datasets import describe_dataset, load_dataset
-from .loader import DeviceLoader, crop_and_flip, random_crop, random_flip
+from .loader import DeviceLoader, as_batches, crop_and_flip, random_crop, random_flip
 
 __all__ = [
     "DATASETS",
@@ -34,6 +35,7 @@ __all__ = [
     "DatasetCacheError",
     "DatasetDownloadError",
     "DeviceLoader",
+    "as_batches",
     "cache_note",
     "crop_and_flip",
     "data_root",

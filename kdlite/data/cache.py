@@ -172,22 +172,27 @@ def _load(name: str, path: Path) -> dict[str, torch.Tensor]:
         raise DatasetCacheError(f"the cached dataset file {path} could not be read ({type(e).__name__}); expected "
                                 f"the dataset kdlite writes there. {rebuild}") from None
     if isinstance(record, tuple) and len(record) == 4:
-        arrays = _upgrade(name, path, record, rebuild)
-    elif not isinstance(record, dict) or record.get("kdlite_cache") != FORMAT:
-        raise DatasetCacheError(f"the cached dataset file {path} is not a kdlite cache file (format {FORMAT}). "
-                                f"{rebuild}")
-    elif record.get("name") != name:
-        raise DatasetCacheError(f"the cached dataset file {path} holds {record.get('name')!r}, not {name!r}. {rebuild}")
-    else:
-        arrays = {k: record[k].numpy() for k in KEYS if isinstance(record.get(k), torch.Tensor)}
-        problem = _invalid(name, arrays)
-        if problem:
-            raise DatasetCacheError(f"the cached dataset file {path} does not hold valid {name!r} data: {problem}. "
-                                    f"{rebuild}")
-        if _checksum(name, arrays) != record.get("sha256"):
-            raise DatasetCacheError(f"the cached dataset file {path} is damaged: its content does not match the "
-                                    f"checksum stored with it. {rebuild}")
+        return {k: torch.from_numpy(a) for k, a in _upgrade(name, path, record, rebuild).items()}
+    arrays = {k: record[k].numpy() for k in KEYS if isinstance(record.get(k), torch.Tensor)} \
+        if isinstance(record, dict) else {}
+    problem = _record_problem(name, record, arrays)
+    if problem:
+        raise DatasetCacheError(f"the cached dataset file {path} {problem}. {rebuild}")
     return {k: torch.from_numpy(a) for k, a in arrays.items()}
+
+
+def _record_problem(name: str, record, arrays: dict[str, np.ndarray]) -> str | None:
+    """What is wrong with a cache file's ``record`` holding ``arrays`` for ``name``, or None."""
+    if not isinstance(record, dict) or record.get("kdlite_cache") != FORMAT:
+        return f"is not a kdlite cache file (format {FORMAT})"
+    if record.get("name") != name:
+        return f"holds {record.get('name')!r}, not {name!r}"
+    problem = _invalid(name, arrays)
+    if problem:
+        return f"does not hold valid {name!r} data: {problem}"
+    if _checksum(name, arrays) != record.get("sha256"):
+        return "is damaged: its content does not match the checksum stored with it"
+    return None
 
 
 def _invalid(name: str, arrays: dict[str, np.ndarray]) -> str | None:
@@ -211,16 +216,15 @@ def _upgrade(name: str, path: Path, record: tuple, rebuild: str) -> dict[str, np
     try:
         x_train, x_test, y_train, y_test = (t.numpy() for t in record)  # kdlite 0.1's order
         codes = [np.rint(x * 255.0) for x in (x_train, x_test)]  # float32 k / 255 times 255 rounds back to k
-        if not all(np.abs(x * 255.0 - q).max() < 1e-3 and q.min() >= 0 and q.max() <= 255
-                   for x, q in zip((x_train, x_test), codes, strict=True)):
-            raise ValueError("its images are not multiples of 1/255 in [0, 1]")
+        exact = all(np.abs(x * 255.0 - q).max() < 1e-3 and q.min() >= 0 and q.max() <= 255
+                    for x, q in zip((x_train, x_test), codes, strict=True))
         classes = SPECS[name][1]
-        if not all(np.issubdtype(y.dtype, np.integer) and 0 <= y.min() <= y.max() < classes
-                   for y in (y_train, y_test)):
-            raise ValueError(f"its labels are not integers in 0 .. {classes - 1}")
+        labels = all(np.issubdtype(y.dtype, np.integer) and 0 <= y.min() <= y.max() < classes
+                     for y in (y_train, y_test))
         arrays = {"x_train": codes[0].astype(np.uint8), "y_train": y_train.astype(np.uint8),
                   "x_test": codes[1].astype(np.uint8), "y_test": y_test.astype(np.uint8)}
-        problem = _invalid(name, arrays)
+        problem = ("its images are not multiples of 1/255 in [0, 1]" if not exact
+                   else f"its labels are not integers in 0 .. {classes - 1}" if not labels else _invalid(name, arrays))
     except (ValueError, TypeError, AttributeError, IndexError) as e:
         problem = str(e)
     if problem:

@@ -7,7 +7,7 @@ of a whole batch ``(N, C, H, W)``, run on the device too.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch.utils.data import TensorDataset
@@ -110,3 +110,22 @@ class DeviceLoader:
 
     def __repr__(self) -> str:
         return f"DeviceLoader(n={self.n}, batch_size={self.batch_size}, batches={len(self)}, device={self.device})"
+
+
+def as_batches(
+    data, batch_size: int = 128, *, shuffle: bool = False, device: torch.device | str | None = None, name: str = "data"
+) -> Iterable:
+    """What every kdlite function that takes data does with it: a ``TensorDataset``, or a tuple ``(x, y)`` of
+    tensors of one length, becomes a :class:`DeviceLoader` of ``batch_size``; any other iterable of batches (a
+    ``DeviceLoader``, a torch ``DataLoader``, a list of batches) is used as it is. A tuple is the data, a list is
+    batches: ``(x, y)`` is one dataset, ``[x1, x2]`` two batches. ``name`` is the argument's name in messages."""
+    if isinstance(data, tuple) and len(data) >= 2 and all(isinstance(t, torch.Tensor) for t in data) \
+            and len({len(t) for t in data}) == 1:
+        data = TensorDataset(*data)  # fit(model, (x, y), epochs)
+    if isinstance(data, TensorDataset):
+        return DeviceLoader(data, batch_size, shuffle=shuffle, device=device)
+    if isinstance(data, (torch.Tensor, str, bytes)) or not isinstance(data, Iterable):
+        hint = " (for tensors x, y pass TensorDataset(x, y) or (x, y))" if isinstance(data, torch.Tensor) else ""
+        raise TypeError(f"{name} must be a TensorDataset, a kdlite DeviceLoader or an iterable of (x, y) batches; "
+                        f"got {type(data).__name__}{hint}")
+    return data

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import _checks as checks
+
 # name -> (image shape (C, H, W), number of classes)
 SPECS = {
     "mnist": ((1, 28, 28), 10),
@@ -39,15 +41,13 @@ def read_source(name: str, source: Path) -> dict[str, tuple[np.ndarray, str]]:
     """The four arrays of ``source``, each with the file (and key) it came from, for error messages."""
     if source.is_dir():
         return _read_cifar_folder(name, source) if name.startswith("cifar") else _read_idx_folder(name, source)
-    if not source.exists():
-        raise ValueError(f"source {str(source)!r} does not exist; expected an .npz file, a folder written by "
-                         f"torchvision, or CIFAR's .tar.gz archive")
-    if source.name.endswith((".tar.gz", ".tgz", ".tar")) and name.startswith("cifar"):
+    if source.is_file() and source.name.endswith((".tar.gz", ".tgz", ".tar")) and name.startswith("cifar"):
         return _read_cifar_archive(name, source)
-    if source.suffix == ".npz":
+    if source.is_file() and source.suffix == ".npz":
         return _read_npz(source)
-    raise ValueError(f"source {str(source)!r} is not a dataset file kdlite can read; expected an .npz file (x_train, "
-                     f"y_train, x_test, y_test), a folder written by torchvision, or CIFAR's .tar.gz archive")
+    what = "is not a dataset file kdlite can read" if source.exists() else "does not exist"
+    raise ValueError(f"source {str(source)!r} {what}; expected an .npz file (x_train, y_train, x_test, y_test), a "
+                     f"folder written by torchvision, or CIFAR's .tar.gz archive")
 
 
 def checked(name: str, arrays: dict[str, tuple[np.ndarray, str]]) -> dict[str, np.ndarray]:
@@ -57,21 +57,8 @@ def checked(name: str, arrays: dict[str, tuple[np.ndarray, str]]) -> dict[str, n
     out = {}
     for split in ("train", "test"):
         (x, x_from), (y, y_from) = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if x.dtype != np.uint8:
-            raise ValueError(f"{x_from}: x_{split} has dtype {x.dtype}; expected uint8 images (pixel values 0..255)")
-        if x.ndim != 1 + len(want) or x.shape[1:] != want or len(x) == 0:
-            raise ValueError(f"{x_from}: x_{split} has shape {x.shape}; expected (N, {', '.join(map(str, want))}) "
-                             f"images for {name!r}, N ≥ 1")
-        if not np.issubdtype(y.dtype, np.integer) or y.ndim not in (1, 2) or (y.ndim == 2 and y.shape[1] != 1):
-            raise ValueError(f"{y_from}: y_{split} has shape {y.shape} and dtype {y.dtype}; expected integer labels "
-                             f"of shape (N,) or (N, 1)")
-        y = y.reshape(-1)
-        if len(y) != len(x):
-            raise ValueError(f"{y_from}: y_{split} holds {len(y)} labels for {len(x)} images in x_{split}; expected "
-                             f"one label per image")
-        if y.min() < 0 or y.max() >= classes:
-            raise ValueError(f"{y_from}: y_{split} has labels from {y.min()} to {y.max()}; expected 0 .. "
-                             f"{classes - 1} for {name!r}")
+        x = checks.images(x, x_from, f"x_{split}", want, f"images for {name!r} (pixel values 0..255)")
+        y = checks.labels(y, y_from, f"y_{split}", len(x), classes)
         out[f"x_{split}"] = x.reshape(len(x), h, w, c).transpose(0, 3, 1, 2).copy()  # (N, C, H, W), writable
         out[f"y_{split}"] = y.astype(np.uint8)
     return out
@@ -96,10 +83,7 @@ def _read_npz(path: Path) -> dict[str, tuple[np.ndarray, str]]:
                                      f"integer labels") from None
     except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as e:
         raise _unreadable(path, e) from None
-    missing = [k for k in KEYS if k not in arrays]
-    if missing:
-        raise ValueError(f"{path}: missing key {missing[0]!r}; expected the arrays {', '.join(KEYS)} "
-                         f"(found: {', '.join(files) or 'none'})")
+    checks.has_keys(arrays, path, KEYS, f"the arrays {', '.join(KEYS)} (found: {', '.join(files) or 'none'})")
     return arrays
 
 
@@ -180,21 +164,9 @@ def _cifar_arrays(name: str, read) -> dict[str, tuple[np.ndarray, str]]:
             batch = _unpickle(raw, origin)  # keys: bytes from the original (Python 2) files, str from newer ones
             batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()} \
                 if isinstance(batch, dict) else {}
-            missing = next((k for k in ("data", label_key) if k not in batch), None)
-            if missing:
-                raise ValueError(f"{origin}: missing key {missing!r}; expected a CIFAR batch with 'data' and "
-                                 f"{label_key!r}")
-            x = np.asarray(batch["data"])
-            if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072:
-                raise ValueError(f"{origin}: 'data' has shape {x.shape} and dtype {x.dtype}; expected (N, 3072) "
-                                 f"uint8 (32×32 images, R, G, B planes)")
-            y = np.asarray(batch[label_key])
-            if y.ndim != 1 or len(y) != len(x):  # per batch: a short one would shift every later label
-                raise ValueError(f"{origin}: {label_key!r} holds {y.size} labels for {len(x)} images; expected one "
-                                 f"label per image")
-            if len(y) and (not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= SPECS[name][1]):
-                raise ValueError(f"{origin}: {label_key!r} has labels from {y.min()} to {y.max()}; expected integers "
-                                 f"0 .. {SPECS[name][1] - 1}")
+            checks.has_keys(batch, origin, ("data", label_key), f"a CIFAR batch with 'data' and {label_key!r}")
+            x = checks.images(np.asarray(batch["data"]), origin, "'data'", (3072,), "(32×32 images, R, G, B planes)")
+            y = checks.labels(np.asarray(batch[label_key]), origin, repr(label_key), len(x), SPECS[name][1])
             xs.append(x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
             ys.append(y)
             where.append(origin)

@@ -7,61 +7,45 @@ as they are. The batches come from any data source (``CalibrationData``).
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from .._checks import finite, integer
-from .affine import _RANGES, _check_bits, _check_method, _fake_quantize, scale_zero_point
+from .. import _checks as checks
+from ..data import as_batches
+from ..device import eval_mode, named_input_errors
+from .affine import RANGES, fake_quantize, scale_zero_point
 
 CalibrationData = torch.Tensor | TensorDataset | Iterable[torch.Tensor | Sequence[torch.Tensor]]
 """What calibration takes: one batch, a ``TensorDataset``, or an iterable of batches (tensors or ``(x, y)``)."""
 
 
-def _inputs(
-    data: CalibrationData, num_batches: int, device: torch.device, name: str = "calibration_data"
+def calibration_inputs(
+    data: CalibrationData, num_batches: int, device: torch.device, name: str = "data"
 ) -> Iterator[torch.Tensor]:
-    """The first ``num_batches`` input tensors of ``data``, on ``device``, each checked to be a non-empty,
-    finite floating-point tensor (``name``: the argument that ``data`` came in as, for the messages).
+    """The inputs of the first ``num_batches`` batches of ``data``, on ``device``, each checked to be a non-empty,
+    finite floating-point tensor (``name``: the argument ``data`` came in as, for the messages).
 
-    ``data`` is a tensor (one batch), a ``TensorDataset`` (batches of 256, in order) or any iterable of
-    batches, each a tensor or an ``(x, y, ...)`` tuple whose first element is the input.
+    ``data`` is a tensor (one batch of inputs), or anything ``kdlite.data.as_batches`` takes (a ``TensorDataset``,
+    a loader, an iterable of batches), in order, in batches of 256; a batch is a tensor or an ``(x, y, ...)``
+    tuple whose first element is the input.
     """
-    num_batches = integer(num_batches, "num_batches", 1)
-    if isinstance(data, torch.Tensor):
-        data = [data]
-    elif isinstance(data, TensorDataset):
-        x = data.tensors[0]
-        data = [x[i : i + 256] for i in range(0, len(x), 256)]
-    elif not isinstance(data, Iterable):
-        raise TypeError(
-            f"{name} (the calibration data) must be a tensor, a TensorDataset or an iterable of batches; got "
-            f"{type(data).__name__}"
-        )
+    num_batches = checks.integer(num_batches, "num_batches", 1)
+    what = f"{name} (the calibration data)"
+    batches = [data] if isinstance(data, torch.Tensor) else as_batches(data, 256, device=device, name=what)
     n = 0
-    for batch in data:
+    for batch in batches:
         if n == num_batches:
             return
         x = batch if isinstance(batch, torch.Tensor) else batch[0]
-        _check_batch(x, f"{name} batch {n}")
+        checks.tensor(x, "inputs", nonempty=True, where=f"{name} batch {n}: calibration ")
+        checks.finite(x, f"{name} batch {n}: calibration inputs")
         yield x.to(device)
         n += 1
     if n == 0:
-        raise ValueError(f"{name} (the calibration data) is empty: expected at least one batch")
-
-
-def _check_batch(x, where: str) -> None:
-    """A calibration input must be a non-empty, finite floating-point tensor."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{where}: calibration inputs must be tensors (or (x, y) tuples); got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise ValueError(f"{where}: calibration inputs must be floating-point tensors; got dtype {x.dtype}")
-    if x.numel() == 0:
-        raise ValueError(f"{where}: calibration inputs must not be empty; got shape {tuple(x.shape)}")
-    finite(x, f"{where}: calibration inputs")
+        raise ValueError(f"{what} is empty: expected at least one batch")
 
 
 class ActQuant(nn.Module):
@@ -74,9 +58,7 @@ class ActQuant(nn.Module):
 
     def __init__(self, bits: int = 8, momentum: float = 0.01):
         super().__init__()
-        _check_bits(bits)
-        if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0 < momentum <= 1:
-            raise ValueError(f"momentum must be a number in (0, 1]; got {momentum!r}")
+        bits, momentum = checks.bits(bits), checks.real(momentum, "momentum", 0, 1)
         self.bits, self.momentum, self.observing = bits, momentum, False
         self.register_buffer("lo", torch.tensor(float("inf")))
         self.register_buffer("hi", torch.tensor(float("-inf")))
@@ -102,7 +84,8 @@ class ActQuant(nn.Module):
             return x
         if not bool(torch.isfinite(self.lo) & torch.isfinite(self.hi)):  # the one device sync of a step
             raise self._range_error()
-        return _fake_quantize(x, *scale_zero_point(self.lo, self.hi, self.bits, False), self.bits, False, None)
+        scale, zero_point = scale_zero_point(self.lo, self.hi, self.bits, False)
+        return fake_quantize(x, scale, zero_point, self.bits, check=False)
 
     def _range_error(self) -> Exception:
         lo, hi = self.lo.item(), self.hi.item()
@@ -117,6 +100,7 @@ class ActQuant(nn.Module):
         return f"bits={self.bits}, lo={self.lo.item():.4g}, hi={self.hi.item():.4g}"
 
 
+@torch.no_grad()
 def calibrate(
     model: nn.Module,
     data: CalibrationData,
@@ -132,16 +116,8 @@ def calibrate(
     keep every observed input in memory until the ranges are set. NaN or inf in ``data``, or in the activations
     it produces, raises a ValueError.
     """
-    return _calibrate(model, data, num_batches, method, percentile, "data")
-
-
-@torch.no_grad()
-def _calibrate(model: nn.Module, data, num_batches: int, method: str, percentile: float, name: str) -> nn.Module:
-    """:func:`calibrate`, with ``name`` the argument ``data`` came in as (for the messages)."""
-    _check_method(method, percentile)
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
-    quants = [m for m in model.modules() if isinstance(m, ActQuant)]
+    checks.one_of(method, "method", RANGES), checks.real(percentile, "percentile", 50, 100)
+    quants = [m for m in checks.module(model).modules() if isinstance(m, ActQuant)]
     if not quants:
         raise ValueError("model has no ActQuant layers to calibrate; expected a model from prepare_qat")
     device = next(model.parameters()).device
@@ -149,25 +125,24 @@ def _calibrate(model: nn.Module, data, num_batches: int, method: str, percentile
     hooks = [] if method == "minmax" else [
         q.register_forward_pre_hook(lambda m, args: seen[m].append(args[0].detach().flatten())) for q in quants
     ]
-    was_training = model.training
-    model.eval()
     for q in quants:
         q.reset()
         q.observing = True
     try:
-        for x in _inputs(data, num_batches, device, name):
-            model(x)
+        with eval_mode(model):
+            for x in calibration_inputs(data, num_batches, device):
+                with named_input_errors(model, x, "calibration"):
+                    model(x)
     finally:
         for q in quants:
             q.observing = False
         for h in hooks:
             h.remove()
-        model.train(was_training)
     _check_ranges(model)
     if method != "minmax":
         for q in quants:
             if seen[q]:  # an ActQuant that the forward pass skips keeps no range
-                lo, hi = _RANGES[method](torch.cat(seen[q])[None].float(), q.bits, False, percentile)
+                lo, hi = RANGES[method](torch.cat(seen[q])[None].float(), q.bits, False, percentile)
                 q.lo.fill_(lo.item()), q.hi.fill_(hi.item())
     return model
 
@@ -177,8 +152,6 @@ def _check_ranges(model: nn.Module) -> None:
     for name, q in model.named_modules():
         if isinstance(q, ActQuant) and not (q.lo.item() == float("inf") and q.hi.item() == float("-inf")):
             if not bool(torch.isfinite(q.lo) & torch.isfinite(q.hi)):
-                raise ValueError(
-                    f"calibration gave the ActQuant {name!r} the range [{q.lo.item()}, {q.hi.item()}]: the "
-                    f"activations there contain NaN or inf although the calibration inputs are finite; check "
-                    f"the model's weights"
-                )
+                raise ValueError(f"calibration gave the ActQuant {name!r} the range [{q.lo.item()}, {q.hi.item()}]: "
+                                 f"the activations there contain NaN or inf although the calibration inputs are "
+                                 f"finite; check the model's weights")

@@ -29,7 +29,9 @@ import warnings
 import torch
 from torch import nn
 
-from .calibration import CalibrationData, _inputs
+from .. import _checks as checks
+from ..device import named_input_errors
+from .calibration import CalibrationData, calibration_inputs
 
 
 def _untraceable(model: nn.Module, error: Exception) -> ValueError:
@@ -43,13 +45,19 @@ def _untraceable(model: nn.Module, error: Exception) -> ValueError:
 
 
 @torch.no_grad()
-def to_int8(model: nn.Module, calibration_data: CalibrationData, num_batches: int = 8) -> nn.Module:
+def to_int8(
+    model: nn.Module,
+    data: CalibrationData | None = None,
+    num_batches: int = 8,
+    *,
+    calibration_data: CalibrationData | None = None,
+) -> nn.Module:
     """A copy of ``model`` that runs real int8 kernels on the CPU (static quantization, FX graph mode).
 
     Weights: int8, symmetric, per output channel. Activations: uint8, per tensor, their ranges set by a
-    histogram observer on the first ``num_batches`` batches of ``calibration_data``. BatchNorm is folded
-    into the preceding convolution and ReLU fused with it. The returned module lives on the CPU and maps
-    float inputs to float logits. Uses the engine in ``torch.backends.quantized.engine`` (``x86`` on
+    histogram observer on the first ``num_batches`` batches of ``data`` (``calibration_data=``, its old name).
+    BatchNorm is folded into the preceding convolution and ReLU fused with it. The returned module lives on the CPU
+    and maps float inputs to float logits. Uses the engine in ``torch.backends.quantized.engine`` (``x86`` on
     Intel/AMD CPUs).
 
     Size: ``kdlite.measure.model_size_bytes(int8_model)`` (about 4× smaller than float32). Accuracy:
@@ -61,10 +69,13 @@ def to_int8(model: nn.Module, calibration_data: CalibrationData, num_batches: in
     MLP, CNN and ResNet are (Conv/Linear/BatchNorm/ReLU). A model whose forward branches or loops on its input
     (``nn.LSTM``'s does) raises a ValueError.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
+    model, data = checks.module(model), checks.renamed(data, calibration_data, "data", "calibration_data")
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if dtypes - {torch.float32}:
+        raise ValueError(f"to_int8 quantizes a float32 model; model's weights are {sorted(map(str, dtypes))} "
+                         f"(convert a copy first: copy.deepcopy(model).float())")
     cpu = torch.device("cpu")
-    inputs = list(_inputs(calibration_data, num_batches, cpu))
+    inputs = list(calibration_inputs(data, num_batches, cpu))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*reduce_range will be deprecated.*")
@@ -79,5 +90,6 @@ def to_int8(model: nn.Module, calibration_data: CalibrationData, num_batches: in
         except (torch.fx.proxy.TraceError, TypeError, RuntimeError) as e:
             raise _untraceable(model, e) from None
         for x in inputs:
-            observed(x)
+            with named_input_errors(float_model, x, "calibration"):
+                observed(x)
         return convert_fx(observed)

@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .affine import _check_bits, _check_method, _fake_quantize, _qparams
-from .calibration import ActQuant, CalibrationData, _calibrate
+from .. import _checks as checks
+from .affine import RANGES, fake_quantize, qparams
+from .calibration import ActQuant, CalibrationData, calibrate
 
 
 @torch.no_grad()
@@ -72,14 +73,13 @@ def fold_all_batchnorm(model: nn.Module) -> nn.Module:
 def _fake_quant_weight(w: torch.Tensor, bits: int, per_channel: bool) -> torch.Tensor:
     """Symmetric min/max fake quantization of a weight, per output channel (axis 0) or per tensor."""
     axis = 0 if per_channel else None
-    scale, zero_point = _qparams(w, bits, True, axis)  # no checks: no device sync at every step
-    return _fake_quantize(w, scale, zero_point, bits, True, axis)
+    scale, zero_point = qparams(w, bits, True, axis, check=False)  # no checks: no device sync at every step
+    return fake_quantize(w, scale, zero_point, bits, True, axis, check=False)
 
 
 def _add_quantizers(layer: nn.Module, bits: int, act_bits: int | None, per_channel: bool) -> None:
     """What QuantConv2d and QuantLinear add to their float layer: the weight's bits and an input ActQuant."""
-    _check_bits(bits)
-    layer.bits, layer.per_channel = bits, per_channel
+    layer.bits, layer.per_channel = checks.bits(bits), per_channel
     layer.act = ActQuant(bits if act_bits is None else act_bits)
 
 
@@ -160,9 +160,7 @@ def prepare_qat(
     the convolutions, every Conv2d/Linear swapped for a :class:`QuantConv2d`/:class:`QuantLinear` whose
     weights (``bits``, symmetric, per channel unless ``per_channel=False``) and inputs (``act_bits``,
     default ``bits``) are fake-quantized. The activation ranges start from the first training batch."""
-    _check_bits(bits)
-    if act_bits is not None:
-        _check_bits(act_bits)
+    bits, act_bits = checks.bits(bits), None if act_bits is None else checks.bits(act_bits, "act_bits")
     model = fold_all_batchnorm(model)
     _swap(model, bits=bits, act_bits=act_bits, per_channel=per_channel)
     return model
@@ -170,16 +168,20 @@ def prepare_qat(
 
 def quantize_ptq(
     model: nn.Module,
-    calibration_data: CalibrationData,
+    data: CalibrationData | None = None,
     bits: int = 8,
     act_bits: int | None = None,
     per_channel: bool = True,
     num_batches: int = 8,
     method: str = "minmax",
     percentile: float = 99.99,
+    *,
+    calibration_data: CalibrationData | None = None,
 ) -> nn.Module:
-    """Simulated post-training quantization at any 2..16 bits: ``prepare_qat``, then ``calibrate`` on
-    ``num_batches`` batches with ``method`` and ``percentile``; returned in eval mode, no training."""
-    _check_method(method, percentile)
+    """A copy of ``model`` quantized after training, at any 2..16 bits (simulated): ``prepare_qat``, then
+    ``calibrate`` on ``num_batches`` batches of ``data`` with ``method`` and ``percentile``; in eval mode, no
+    training. (``calibration_data=`` is the old name of ``data``.)"""
+    data = checks.renamed(data, calibration_data, "data", "calibration_data")
+    checks.one_of(method, "method", RANGES), checks.real(percentile, "percentile", 50, 100)
     model = prepare_qat(model, bits, act_bits, per_channel)
-    return _calibrate(model, calibration_data, num_batches, method, percentile, "calibration_data").eval()
+    return calibrate(model, data, num_batches, method, percentile).eval()

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .._checks import finite, integer
-from .affine import _check_bits, _check_float
+from .. import _checks as checks
+from ..masks import PRUNABLE
 
 
 @torch.no_grad()
@@ -21,12 +21,9 @@ def kmeans_quantize(weight: torch.Tensor, bits: int, iters: int = 50) -> tuple[t
     centroid), until no label changes or ``iters`` rounds. Deterministic. Returns ``(centroids (2^b,),
     labels)`` with ``labels`` int64 of ``weight``'s shape: W ≈ centroids[labels].
     """
-    _check_float(weight, "weight")
-    _check_bits(bits)
-    if weight.numel() == 0:
-        raise ValueError("weight must not be empty")
-    iters = integer(iters, "iters", 1)
-    finite(weight, "weight")
+    weight, bits = checks.tensor(weight, "weight", nonempty=True), checks.bits(bits)
+    iters = checks.integer(iters, "iters", 1)
+    checks.finite(weight, "weight")
     w = weight.detach().reshape(-1).double()
     centroids = torch.linspace(w.min().item(), w.max().item(), 2**bits, dtype=torch.float64, device=w.device)
     labels = None
@@ -56,14 +53,15 @@ class SharedWeight(nn.Module):
 
 
 def share_weights(model: nn.Module, bits: int, iters: int = 50) -> nn.Module:
-    """A copy of ``model`` whose Conv2d and Linear weights are k-means shared (``kmeans_quantize`` per layer)
-    through a :class:`SharedWeight` parametrization; ``kdlite.fit(model, ...)`` then fine-tunes the centroids.
+    """A copy of ``model`` whose Linear and Conv weights (``kdlite.masks.PRUNABLE``) are k-means shared
+    (``kmeans_quantize`` per layer) through a :class:`SharedWeight` parametrization; ``kdlite.fit(model, ...)``
+    then fine-tunes the centroids.
     ``torch.nn.utils.parametrize.remove_parametrizations(layer, "weight")`` bakes them in."""
-    _check_bits(bits)
-    model = copy.deepcopy(model)
+    bits = checks.bits(bits)
+    model = copy.deepcopy(checks.module(model))
     for name, m in model.named_modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            finite(m.weight, f"the weight of layer {name!r}")
+        if isinstance(m, PRUNABLE):
+            checks.finite(m.weight, f"the weight of layer {name!r}")
             centroids, labels = kmeans_quantize(m.weight, bits, iters)
             parametrize.register_parametrization(m, "weight", SharedWeight(centroids, labels), unsafe=True)
             m.parametrizations.weight.original.requires_grad_(False)
