@@ -4,7 +4,7 @@ One concept per module:
 
 - ``scale``: experiment sizes (smoke, cpu, gpu);  ``data``: datasets and the device loader;  ``models``;
 - ``device``: get_device, seed_everything, synchronize;  ``train``: fit, evaluate;  ``measure``: size and speed;
-  ``report``: mean ± std, tables, figures;
+  ``report``: mean ± std, tables, figures;  ``checks``: the exercises' checks (✓ / ✗ lines);
 - ``losses``: soft targets, KD, DKD and feature losses;  ``distill``: the distillation loop;
   ``features``: feature taps and connectors;
 - ``masks``: W = W_orig ⊙ M;  ``prune``: magnitude and iterative pruning, the lottery ticket;
@@ -34,7 +34,7 @@ The API rule, followed by every module:
   once (``kd_loss``, ``distillation_loss``, ``qparams``, ``fake_quantize``).
 """
 
-from . import data, distill, features, int8, losses, measure, models, prune, quant, report, structured, train
+from . import checks, data, distill, features, int8, losses, measure, models, prune, quant, report, structured, train
 from .data import DeviceLoader, load_dataset
 from .device import eval_mode, get_device, seed_everything
 from .scale import Scale, scale
@@ -46,6 +46,7 @@ __all__ = [
     "DeviceLoader",
     "History",
     "Scale",
+    "checks",
     "data",
     "distill",
     "eval_mode",
