@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 JB     := $(VENV)/bin/jupyter-book
 STAMP  := $(VENV)/.kdlite-installed
 
-.PHONY: setup book test unit notebooks book-smoke lint sync bench clean
+.PHONY: setup book test unit notebooks book-smoke lint sync bench clean student
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || { echo "creating $(VENV) with $$($(PYTHON) --version)"; $(PYTHON) -m venv $(VENV); }
@@ -25,15 +25,15 @@ book: $(STAMP)
 	KDLITE_PROGRESS=0 $(JB) build . && echo "$$key" > _build/.kdlite-scale
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
-## make test: ruff, unit tests, every chapter at smoke scale with nbval, notebook-pair checks, a smoke book build
-## with warnings as errors.
+## make test: ruff, unit tests, every chapter at smoke scale with nbval, notebook-pair checks, the classroom edition,
+## a smoke book build with warnings as errors, and that build opened in Chromium (tests/test_html.py).
 test: $(STAMP) lint unit notebooks book-smoke
 
 lint: $(STAMP)
-	$(PY) -m ruff check kdlite tests benchmarks
+	$(PY) -m ruff check kdlite tests benchmarks tools
 
 unit: $(STAMP)
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q --ignore=tests/test_html.py
 
 notebooks: $(STAMP)
 	KDLITE_SCALE=smoke KDLITE_PROGRESS=0 $(PY) -m pytest --nbval-lax -p no:cacheprovider -q notebooks/
@@ -42,11 +42,18 @@ book-smoke: $(STAMP)
 	rm -rf _build/smoke
 	KDLITE_SCALE=smoke KDLITE_PROGRESS=0 $(JB) build . --path-output _build/smoke -W --keep-going
 	$(PY) tests/check_book.py _build/smoke/_build/html
+	$(PY) -m pytest tests/test_html.py -q -p no:cacheprovider -rs
 
 ## make sync: after editing a chapter's .md, regenerate its paired, output-free .ipynb
 sync: $(STAMP)
+	$(PY) tools/repository.py
 	$(VENV)/bin/jupytext --sync notebooks/[0-9]*.md
 	$(PY) -m jupyter nbconvert --clear-output --inplace notebooks/[0-9]*.ipynb 2>/dev/null || true
+
+## make student: the student edition (solutions removed) in _build/student/; grade a submission with
+## $(PY) tools/classroom.py grade SUBMISSION.ipynb --json score.json
+student: $(STAMP)
+	$(PY) tools/classroom.py student --out _build/student
 
 bench: $(STAMP)
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

@@ -34,12 +34,11 @@ def run(exercise: str, test: Callable[[], object], right: str) -> bool:
     except NotImplementedError:
         return report(exercise, False, "not answered yet: replace the `raise NotImplementedError` in the exercise's "
                                        "cell with your answer, run it, then run this check again")
-    except AssertionError as e:
-        return report(exercise, False, str(e) or "an assertion of the check failed")
-    except Exception as e:  # the reader's code, not the check, failed: say how, and keep the notebook running
-        unanswered = "ellipsis" in str(e).lower()
-        return report(exercise, False, "not answered yet: replace the `...` in the exercise's cell with your answer"
-                      if unanswered else f"your answer raised {type(e).__name__}: {e}")
+    except Exception as e:  # a failed assert says what is wrong; any other error is the reader's code failing
+        if "ellipsis" in str(e).lower():  # the stub's `...` is still the answer
+            return report(exercise, False, "not answered yet: replace the `...` in the exercise's cell with an answer")
+        wrong = str(e) if isinstance(e, AssertionError) else f"your answer raised {type(e).__name__}: {e}"
+        return report(exercise, False, wrong or "an assertion of the check failed")
     return report(exercise, True, right)
 
 

@@ -49,9 +49,38 @@ def test_chapter_shape(md):
     text = md.read_text()
     for heading in ("## Summary", "## Exercises", "## References"):
         assert heading in text, f"{md.name} lacks a '{heading}' section"
-    assert text.count(":class: dropdown") >= 3, f"{md.name}: exercises need hidden solutions"
+    assert text.count(":class: dropdown") >= 3, f"{md.name}: exercises need hidden (folded) solutions"
 
 
 def test_no_stray_notebooks():
     for ipynb in (ROOT / "notebooks").glob("*.ipynb"):
         assert ipynb.with_suffix(".md").exists(), f"{ipynb.name} has no .md source"
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
+def test_the_colab_install_cell_uses_the_repository_of_config(md):
+    url = re.search(r"^repository:\s*\n(?:\s+.*\n)*?\s+url:\s*(\S+)", (ROOT / "_config.yml").read_text(), re.M)[1]
+    installs = re.findall(r'url = "kdlite\[data\] @ git\+([^"]+)"', md.read_text())
+    assert installs == [url], f"{md.name} installs from {installs}, _config.yml says {url}: run `make sync`"
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
+def test_exercises_are_sphinx_exercises_with_a_solution_and_their_checks(md):
+    """CONTRIBUTING.md: every exercise an {exercise} with a gated solution; every stub has a check after its
+    solution, and every check names an exercise of the chapter."""
+    text, number = md.read_text(), int(md.stem[:2])
+    labels = re.findall(r"^`{3,}\{exercise\}.*\n:label: (ex-\d+-\d+)", text, re.M)
+    assert labels, f"{md.name}: no {{exercise}} directives"
+    assert all(label.startswith(f"ex-{number}-") for label in labels), labels
+    assert "{admonition} Solution" not in text, f"{md.name}: a solution is still an admonition"
+    solved = re.findall(r"^`{3,}\{solution-start\} (ex-\d+-\d+)", text, re.M)
+    assert sorted(solved) == sorted(labels), f"{md.name}: exercises {labels}, solutions {solved}"
+    assert text.count("{solution-start}") == text.count("{solution-end}")
+    nb = jupytext.read(md)
+    tags = [c.metadata.get("tags", []) for c in nb.cells if c.cell_type == "code"]
+    stubs = sum("stub" in t for t in tags)
+    checks = [c.source for c in nb.cells if "check" in c.metadata.get("tags", [])]
+    assert stubs == len(checks), f"{md.name}: {stubs} stub cells but {len(checks)} check cells"
+    for source in checks:
+        ex = re.search(r"""checks\.exercise\(\s*["'](\d+)\.(\d+)["']""", source)
+        assert ex and f"ex-{ex[1]}-{ex[2]}" in labels, f"{md.name}: a check names no exercise of the chapter:\n{source}"
