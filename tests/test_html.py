@@ -112,10 +112,12 @@ def test_math_uses_the_books_own_mathjax(site, browser):
 def test_solutions_are_folded_until_clicked(site, browser):
     chapter = next(c for c in CHAPTERS if "solution-start" in (ROOT / "notebooks" / f"{c}.md").read_text())
     v = Visit(browser, page_url(site, chapter))
-    solution = v.page.locator("div.solution").first
-    body = solution.locator(".solution-content, section, .cell").first
+    solutions = v.page.locator("div.solution")
+    assert solutions.count() >= 3
+    solution = solutions.first
+    body = solution.locator("section").first
     assert not body.is_visible(), "a solution is open before it is clicked"
-    solution.locator("button, .admonition-title, p.admonition-title").first.click()
+    solution.locator("button.toggle-button").click()
     body.wait_for(state="visible", timeout=5000)
     v.page.close()
 
