@@ -10,7 +10,8 @@ One concept per module:
 - ``masks``: W = W_orig ⊙ M;  ``prune``: magnitude and iterative pruning, the lottery ticket;
   ``structured``: channel pruning;
 - ``quant`` (a package): affine quantization, calibration, QAT and PTQ, k-means weight sharing, real int8 kernels
-  (``kdlite.int8.to_int8`` is ``kdlite.quant.to_int8``).
+  (``kdlite.int8.to_int8`` is ``kdlite.quant.to_int8``);  ``huffman``: optimal prefix-code lengths, for
+  ``measure.deep_compression_size``.
 
 The API rule, followed by every module:
 
@@ -34,7 +35,22 @@ The API rule, followed by every module:
   once (``kd_loss``, ``distillation_loss``, ``qparams``, ``fake_quantize``).
 """
 
-from . import checks, data, distill, features, int8, losses, measure, models, prune, quant, report, structured, train
+from . import (
+    checks,
+    data,
+    distill,
+    features,
+    huffman,
+    int8,
+    losses,
+    measure,
+    models,
+    prune,
+    quant,
+    report,
+    structured,
+    train,
+)
 from .data import DeviceLoader, load_dataset
 from .device import eval_mode, get_device, seed_everything
 from .scale import Scale, scale
@@ -47,6 +63,7 @@ __all__ = [
     "History",
     "Scale",
     "checks",
+    "huffman",
     "data",
     "distill",
     "eval_mode",

@@ -12,6 +12,9 @@ from torch import nn
 
 from . import _checks as checks
 from .device import eval_mode, named_input_errors, synchronize
+from .huffman import encoded_bits
+from .masks import PRUNABLE
+from .quant.sharing import SharedWeight, kmeans_quantize
 
 _QUANTIZED = ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")  # static and dynamic, fused or not
 
@@ -178,6 +181,85 @@ def profile(model: nn.Module, example_input: torch.Tensor, **latency_kwargs) -> 
         "flops": None if quantized else count_flops(model, example_input),
         "latency": latency(model, example_input, **latency_kwargs),
     }
+
+
+def deep_compression_size(
+    model: nn.Module, *, weight_bits: int | None = None, index_bits: int | None = None, huffman: bool = False
+) -> dict:
+    """The storage of ``model``'s prunable layers (``masks.PRUNABLE``) as Deep Compression counts it (Han et al.,
+    2016): "how big would this be" after pruning, weight sharing and Huffman coding. Per layer, weights read
+    row-major, zeros being the pruned ones:
+
+    - **positions.** With ``index_bits = b`` only the non-zero weights are stored, each with the gap
+      d = p_k − p_(k−1) to the previous one (p_0 = −1) in b bits, gaps 1 .. 2^b; a longer gap first stores
+      ⌈d / 2^b⌉ − 1 filler zeros (each a stored entry with gap 2^b). With ``index_bits=None`` every weight is
+      stored, zeros included, and there are no indices.
+    - **values.** A stored entry takes ``weight_bits`` bits, its index in a codebook of 2^weight_bits float32
+      centroids (the codebook counted too); with ``weight_bits=None`` a 32-bit float.
+    - **Huffman** (``huffman=True``): the centroid indices and the gaps are Huffman-coded separately, each with the
+      code of its own counts (``kdlite.huffman``; code tables not counted). A layer not weight-shared yet (no
+      ``quant.SharedWeight``) is counted as if it were: k-means with linear initialisation over its non-zero
+      weights. Fillers and stored zeros get a symbol of their own.
+    - **biases**: 32 bits each.
+
+    ``dense_bytes`` is the float32 storage of the same layers, 4 · (weights + biases); ``ratio`` = dense_bytes /
+    bytes (1.0 with the defaults). Returns ``{"bytes", "dense_bytes", "ratio", "layers": {name: {"weights",
+    "nonzero", "fillers", "value_bits", "index_bits", "codebook_bits", "bias_bits", "bytes", "dense_bytes"}}}``.
+    """
+    checks.module(model)
+    weight_bits = None if weight_bits is None else checks.bits(weight_bits, "weight_bits")
+    index_bits = None if index_bits is None else checks.integer(index_bits, "index_bits", 1, 32, "an int from 1 to 32")
+    layers = {}
+    for name, m in model.named_modules():
+        if not isinstance(m, PRUNABLE):
+            continue
+        w = m.weight.detach().reshape(-1)
+        stored, gaps, fillers = _stored_entries(w, index_bits)  # stored: the weight's position, or -1 (a filler)
+        values = len(stored) * (weight_bits or 32)
+        if weight_bits and huffman:
+            labels = _centroid_labels(m, w, weight_bits)
+            values = _huffman_bits(torch.where(stored >= 0, labels[stored.clamp(min=0)], -1))
+        index = 0 if index_bits is None else _huffman_bits(gaps) if huffman else len(stored) * index_bits
+        bias = 0 if m.bias is None else 32 * m.bias.numel()
+        codebook = 32 * 2**weight_bits if weight_bits else 0
+        total = values + index + codebook + bias
+        dense = 32 * (w.numel() + (0 if m.bias is None else m.bias.numel()))
+        layers[name] = {"weights": w.numel(), "nonzero": int((w != 0).sum()), "fillers": fillers,
+                        "value_bits": values, "index_bits": index, "codebook_bits": codebook, "bias_bits": bias,
+                        "bytes": total / 8, "dense_bytes": dense / 8}
+    size, dense = sum(v["bytes"] for v in layers.values()), sum(v["dense_bytes"] for v in layers.values())
+    return {"bytes": size, "dense_bytes": dense, "ratio": dense / size if size else float("inf"), "layers": layers}
+
+
+def _stored_entries(w: torch.Tensor, index_bits: int | None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(which weight each stored entry holds, −1 for a filler zero; the gaps; the number of fillers)."""
+    if index_bits is None:
+        return torch.arange(len(w), device=w.device), torch.empty(0, dtype=torch.long), 0
+    positions = (w != 0).nonzero().reshape(-1)
+    gaps = torch.diff(positions, prepend=torch.tensor([-1], device=w.device))
+    span = 2**index_bits
+    fill = (gaps - 1) // span  # = ceil(d / 2^b) - 1 filler zeros before this weight
+    n_fill = int(fill.sum())
+    stored = torch.cat([positions, torch.full((n_fill,), -1, device=w.device)])
+    return stored, torch.cat([gaps - fill * span, torch.full((n_fill,), span, device=w.device)]), n_fill
+
+
+def _centroid_labels(layer: nn.Module, w: torch.Tensor, bits: int) -> torch.Tensor:
+    """Each weight's centroid index: the layer's own (a SharedWeight) or k-means over its non-zero weights; −1 for a
+    zero."""
+    shared = getattr(getattr(layer, "parametrizations", None), "weight", [])
+    own = next((p.labels.reshape(-1) for p in shared if isinstance(p, SharedWeight)), None)
+    labels = torch.full_like(w, -1, dtype=torch.long)
+    if own is not None:
+        return torch.where(w != 0, own.to(w.device), labels)
+    if bool((w != 0).any()):
+        labels[w != 0] = kmeans_quantize(w[w != 0], bits)[1]
+    return labels
+
+
+def _huffman_bits(symbols: torch.Tensor) -> int:
+    """Huffman-coded bits of ``symbols`` (0 for none)."""
+    return encoded_bits(symbols) if len(symbols) else 0
 
 
 # --- argument checks, out of the reader's way
