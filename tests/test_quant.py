@@ -597,3 +597,22 @@ def test_the_old_name_calibration_data_still_works_with_a_warning():
         Q.to_int8(model, x, calibration_data=x)
     with pytest.raises(TypeError, match="give data .* once .*got neither"):
         Q.to_int8(model)
+
+
+def test_share_weights_keeps_pruned_weights_at_zero_through_training():
+    from kdlite.prune import magnitude_prune
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 3))
+    magnitude_prune(model, 0.75)
+    zeros = [m.weight == 0 for m in (model[0], model[2])]
+    shared = Q.share_weights(model, 2)
+    for m, z in zip((shared[0], shared[2]), zeros, strict=True):
+        assert bool((m.weight[z] == 0).all()) and len(m.weight[~z].unique()) <= 4
+        assert int((m.parametrizations.weight[-1].labels == -1).sum()) == int(z.sum())
+    x, y = torch.randn(64, 12), torch.randint(0, 3, (64,))
+    before = shared[0].parametrizations.weight[-1].centroids.detach().clone()
+    fit(shared, (x, y), 2, progress=False, device="cpu")
+    assert not torch.equal(before, shared[0].parametrizations.weight[-1].centroids)  # the centroids trained
+    for m, z in zip((shared[0], shared[2]), zeros, strict=True):
+        assert bool((m.weight[z] == 0).all())  # and the pruned weights stayed pruned

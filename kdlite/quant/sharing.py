@@ -41,7 +41,8 @@ def kmeans_quantize(weight: torch.Tensor, bits: int, iters: int = 50) -> tuple[t
 
 class SharedWeight(nn.Module):
     """A parametrization W = centroids[labels]: training it fine-tunes the centroids, and autograd gives each
-    centroid the sum of the gradients of the weights that share it, ∂L/∂c_k = Σ_{i: label_i = k} ∂L/∂W_i."""
+    centroid the sum of the gradients of the weights that share it, ∂L/∂c_k = Σ_{i: label_i = k} ∂L/∂W_i.
+    A label −1 marks a pruned weight: it stays 0 and takes no centroid (Deep Compression shares the survivors)."""
 
     def __init__(self, centroids: torch.Tensor, labels: torch.Tensor):
         super().__init__()
@@ -49,20 +50,24 @@ class SharedWeight(nn.Module):
         self.register_buffer("labels", labels.clone())
 
     def forward(self, original: torch.Tensor) -> torch.Tensor:
-        return self.centroids[self.labels]
+        return torch.where(self.labels >= 0, self.centroids[self.labels.clamp(min=0)], 0.0)
 
 
 def share_weights(model: nn.Module, bits: int, iters: int = 50) -> nn.Module:
     """A copy of ``model`` whose Linear and Conv weights (``kdlite.masks.PRUNABLE``) are k-means shared
-    (``kmeans_quantize`` per layer) through a :class:`SharedWeight` parametrization; ``kdlite.fit(model, ...)``
-    then fine-tunes the centroids.
+    (``kmeans_quantize`` per layer, over the layer's non-zero weights: pruned weights stay 0) through a
+    :class:`SharedWeight` parametrization; ``kdlite.fit(model, ...)`` then fine-tunes the centroids.
     ``torch.nn.utils.parametrize.remove_parametrizations(layer, "weight")`` bakes them in."""
     bits = checks.bits(bits)
     model = copy.deepcopy(checks.module(model))
     for name, m in model.named_modules():
         if isinstance(m, PRUNABLE):
-            checks.finite(m.weight, f"the weight of layer {name!r}")
-            centroids, labels = kmeans_quantize(m.weight, bits, iters)
+            w = m.weight.detach()
+            checks.finite(w, f"the weight of layer {name!r}")
+            kept, labels = w != 0, torch.full(w.shape, -1, dtype=torch.long, device=w.device)
+            if not bool(kept.any()):  # a layer pruned away has nothing to share
+                continue
+            centroids, labels[kept] = kmeans_quantize(w[kept], bits, iters)
             parametrize.register_parametrization(m, "weight", SharedWeight(centroids, labels), unsafe=True)
             m.parametrizations.weight.original.requires_grad_(False)
     return model
