@@ -47,8 +47,13 @@ def code_lengths(counts: Sequence[int] | torch.Tensor) -> list[int]:
 
 
 def encoded_bits(symbols: torch.Tensor) -> int:
-    """Bits of the 1-D integer tensor ``symbols`` Huffman-coded with the code built from its own counts:
+    """Bits of the 1-D integer tensor (or list) ``symbols`` Huffman-coded with the code built from its own counts:
     Σ_i n_i ℓ_i over the distinct values (the code table not counted)."""
+    if not isinstance(symbols, torch.Tensor):  # a list or an array of symbols
+        try:
+            symbols = torch.as_tensor(symbols)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"symbols must be a 1-D tensor of integers; got {type(symbols).__name__}") from None
     symbols = checks.tensor(symbols, "symbols", floating=False, nonempty=True)
     if symbols.dim() != 1 or symbols.is_floating_point() or symbols.is_complex() or symbols.dtype == torch.bool:
         raise ValueError(f"symbols must be a 1-D tensor of integers; got shape {tuple(symbols.shape)}, {symbols.dtype}")

@@ -73,8 +73,11 @@ def test_encoded_bits_bad_symbols():
         huffman.encoded_bits(torch.tensor([1.0, 2.0]))
     with pytest.raises(ValueError, match="1-D tensor of integers"):
         huffman.encoded_bits(torch.zeros(2, 2, dtype=torch.long))
-    with pytest.raises(TypeError, match="torch.Tensor"):
-        huffman.encoded_bits([1, 2])
+    with pytest.raises(ValueError, match="1-D tensor of integers"):
+        huffman.encoded_bits([1.5, 2.0])
+    with pytest.raises(ValueError, match="1-D tensor of integers; got str"):
+        huffman.encoded_bits("abc")
+    assert huffman.encoded_bits([1, 1, 2]) == 3  # a list of ints is a list of symbols
 
 
 def tiny_layer():
