@@ -187,10 +187,11 @@ def real(value, name: str, low: float, high: float, low_open: bool = True) -> fl
     return float(value)
 
 
-def one_of(value, name: str, options) -> str:
-    if value not in options:
-        raise ValueError(f"{name} must be one of {sorted(options)}; got {value!r}")
-    return value
+def range_method(method, percentile, options) -> None:
+    """A range estimator's name among ``options``, and its percentile in (50, 100]."""
+    if method not in options:
+        raise ValueError(f"method must be one of {sorted(options)}; got {method!r}")
+    real(percentile, "percentile", 50, 100)
 
 
 def axis(axis, x: torch.Tensor) -> int | None:

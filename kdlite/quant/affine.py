@@ -116,9 +116,8 @@ def qparams(
     every step, on their own weights).
     """
     if check:
-        x, bits, axis = checks.tensor(x, "x"), checks.bits(bits), checks.axis(axis, x)
-        checks.one_of(method, "method", RANGES), checks.real(percentile, "percentile", 50, 100)
-        checks.tensor(x, "x", nonempty=True), checks.finite(x, "x")
+        x, bits, axis = checks.tensor(x, "x", nonempty=True), checks.bits(bits), checks.axis(axis, x)
+        checks.range_method(method, percentile, RANGES), checks.finite(x, "x")
     lo, hi = RANGES[method](_rows(x.detach(), axis), bits, symmetric, percentile)
     scale, zero_point = scale_zero_point(lo, hi, bits, symmetric)
     return (scale[0], zero_point[0]) if axis is None else (scale, zero_point)

@@ -116,7 +116,7 @@ def calibrate(
     keep every observed input in memory until the ranges are set. NaN or inf in ``data``, or in the activations
     it produces, raises a ValueError.
     """
-    checks.one_of(method, "method", RANGES), checks.real(percentile, "percentile", 50, 100)
+    checks.range_method(method, percentile, RANGES)
     quants = [m for m in checks.module(model).modules() if isinstance(m, ActQuant)]
     if not quants:
         raise ValueError("model has no ActQuant layers to calibrate; expected a model from prepare_qat")

@@ -182,6 +182,6 @@ def quantize_ptq(
     ``calibrate`` on ``num_batches`` batches of ``data`` with ``method`` and ``percentile``; in eval mode, no
     training. (``calibration_data=`` is the old name of ``data``.)"""
     data = checks.renamed(data, calibration_data, "data", "calibration_data")
-    checks.one_of(method, "method", RANGES), checks.real(percentile, "percentile", 50, 100)
+    checks.range_method(method, percentile, RANGES)
     model = prepare_qat(model, bits, act_bits, per_channel)
     return calibrate(model, data, num_batches, method, percentile).eval()
