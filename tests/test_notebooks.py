@@ -2,10 +2,14 @@
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import jupytext
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from repository import repository_url  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.md"))
@@ -59,7 +63,7 @@ def test_no_stray_notebooks():
 
 @pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
 def test_the_colab_install_cell_uses_the_repository_of_config(md):
-    url = re.search(r"^repository:\s*\n(?:\s+.*\n)*?\s+url:\s*(\S+)", (ROOT / "_config.yml").read_text(), re.M)[1]
+    url = repository_url(ROOT / "_config.yml")
     installs = re.findall(r'url = "kdlite\[data\] @ git\+([^"]+)"', md.read_text())
     assert installs == [url], f"{md.name} installs from {installs}, _config.yml says {url}: run `make sync`"
 
