@@ -10,7 +10,8 @@ Every chapter sizes its experiments from the active :class:`Scale`, chosen by th
 
 The default is ``gpu`` where CUDA is available, else ``cpu``. With ``KDLITE_OFFLINE=1`` nothing is downloaded: a
 dataset already in kdlite's cache is used as itself, and only the missing ones are replaced by offline stand-ins.
-The printed line names what is really used, and why a stand-in stands in.
+The printed line names what is really used, and why a stand-in stands in. ``KDLITE_SEEDS=1`` (or ``0,1,2,3,4``)
+replaces the scale's seeds, e.g. to run one seed per process on a shared GPU or to add seeds.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class Scale:
         images = f"{self.images} ({self.images_note})" if self.images_note else self.images
         line = (
             f"scale: {self.name} · mnist-like: {mnist} · images: {images} · train subset: {subset}"
-            f" · epochs: {self.epochs} · seeds: {len(self.seeds)} · batch: {self.batch_size}"
+            f" · epochs: {self.epochs} · seeds: {len(self.seeds)}{_which(self.seeds)} · batch: {self.batch_size}"
         )
         return line + (" · offline (KDLITE_OFFLINE=1)" if self.offline else "")
 
@@ -77,6 +78,22 @@ PRESETS = {
     "cpu": Scale("cpu", mnist="mnist", images="digits", subset=CPU_SUBSET, epochs=10, seeds=(0, 1, 2)),
     "gpu": Scale("gpu", mnist="mnist", images="cifar10", subset=None, epochs=20, seeds=(0, 1, 2), batch_size=128),
 }
+
+
+def _which(seeds: tuple[int, ...]) -> str:
+    """Names the seeds when they are not the usual 0, 1, 2, ... (set by ``KDLITE_SEEDS``)."""
+    return "" if seeds == tuple(range(len(seeds))) else f" ({', '.join(map(str, seeds))})"
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    """``KDLITE_SEEDS`` ("1" or "0,1,2") as a tuple of distinct integers >= 0."""
+    try:
+        seeds = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        seeds = ()
+    if not seeds or min(seeds) < 0 or len(set(seeds)) < len(seeds):
+        raise ValueError(f"KDLITE_SEEDS must be distinct integers >= 0 separated by commas, e.g. '0,1,2'; got {text!r}")
+    return seeds
 
 
 def _flag(name: str) -> bool:
@@ -126,6 +143,7 @@ def scale(name: str | None = None) -> Scale:
     A downloadable dataset in kdlite's cache (``$KDLITE_DATA``) is used as itself. One that is not is downloaded
     when first loaded, except with ``KDLITE_OFFLINE=1``, and at ``cpu`` scale when its server cannot be reached:
     then its offline stand-in (see ``OFFLINE_STAND_INS``) replaces it, and the scale's line says so.
+    ``$KDLITE_SEEDS`` (e.g. ``"1"`` or ``"0,1,2,3,4"``) replaces the preset's seeds.
     """
     source = "name"
     if name is None:
@@ -136,5 +154,7 @@ def scale(name: str | None = None) -> Scale:
     if name not in PRESETS:
         raise ValueError(f"{source} must be one of {', '.join(SCALES)}; got {name!r}")
     s, offline = PRESETS[name], _flag("KDLITE_OFFLINE")
+    if os.environ.get("KDLITE_SEEDS", "").strip():
+        s = replace(s, seeds=_seeds(os.environ["KDLITE_SEEDS"]))
     (mnist, mnist_note), (images, images_note) = (_resolve(d, name, offline) for d in (s.mnist, s.images))
     return replace(s, mnist=mnist, images=images, offline=offline, mnist_note=mnist_note, images_note=images_note)

@@ -78,3 +78,15 @@ def test_the_network_probe_is_bounded_and_trusts_a_proxy(monkeypatch):
     assert time.perf_counter() - t0 < 2
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
     assert module._reachable("cifar10", timeout=0.3) is True
+
+
+def test_seeds_from_env(monkeypatch):
+    monkeypatch.setenv("KDLITE_SEEDS", "2")
+    s = scale("smoke")
+    assert s.seeds == (2,) and "seeds: 1 (2)" in str(s)
+    monkeypatch.setenv("KDLITE_SEEDS", " 0,1,2,3,4 ")
+    assert scale("cpu").seeds == (0, 1, 2, 3, 4) and "seeds: 5 ·" in str(scale("cpu"))
+    for bad in ("one", "1,1", "-1", "1,,2"):
+        monkeypatch.setenv("KDLITE_SEEDS", bad)
+        with pytest.raises(ValueError, match=rf"KDLITE_SEEDS must be .* got '{bad}'"):
+            scale("smoke")
