@@ -1,0 +1,29 @@
+"""Cut the chapters (converted to scripts in .gpu/ by ../shared/gpu/prepare.sh) into the record runs of
+tools/gpu/run.sh: each chapter up to the section after its records, chapter 7 in two (Deep Compression; the chain)."""
+
+from pathlib import Path
+
+GPU = Path(".gpu")
+CHAIN = "# ## Distil, prune, quantize: a modern chain"
+
+
+def lines(chapter: str) -> list[str]:
+    return (GPU / f"{chapter}.py").read_text().split("\n")
+
+
+def upto(src: list[str], heading: str) -> list[str]:
+    return src[: src.index(heading)]
+
+
+ch7 = lines("07_pipeline")
+start = ch7.index("# ## Deep Compression on LeNet-300-100 and LeNet-5")
+RUNS = {
+    "rec03": upto(lines("03_knowledge_distillation"), "# ## What can go wrong"),
+    "rec04": upto(lines("04_feature_distillation"), "# ## Against the literature"),
+    "rec06": upto(lines("06_quantization"), "# ## Against the literature"),
+    "rec07dc": upto(ch7, CHAIN),
+    "rec07ch": upto(ch7[:start] + ch7[ch7.index(CHAIN):], "# ## Against the literature"),
+}
+for name, src in RUNS.items():
+    (GPU / f"{name}.py").write_text("\n".join(src) + "\n")
+    print(f".gpu/{name}.py: {len(src)} lines")
