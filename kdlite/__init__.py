@@ -3,7 +3,8 @@
 One concept per module:
 
 - ``scale``: experiment sizes (smoke, cpu, gpu);  ``data``: datasets and the device loader;  ``models``;
-- ``device``: get_device, seed_everything, synchronize;  ``train``: fit, evaluate;  ``measure``: size and speed;
+- ``device``: get_device, seed_everything, synchronize;  ``train``: fit, evaluate;  ``measure``: size, speed and
+  calibration;
   ``report``: mean ± std, tables, figures;  ``checks``: the exercises' checks (✓ / ✗ lines);
 - ``losses``: soft targets, KD, DKD and feature losses;  ``distill``: the distillation loop;
   ``features``: feature taps and connectors;
@@ -11,7 +12,8 @@ One concept per module:
   ``structured``: channel pruning;
 - ``quant`` (a package): affine quantization, calibration, QAT and PTQ, k-means weight sharing, real int8 kernels
   (``kdlite.int8.to_int8`` is ``kdlite.quant.to_int8``);  ``huffman``: optimal prefix-code lengths, for
-  ``measure.deep_compression_size``.
+  ``measure.deep_compression_size``;
+- ``robust``: input noise, blur, contrast and shift corruptions, and the FGSM and PGD attacks.
 
 The API rule, followed by every module:
 
@@ -20,7 +22,8 @@ The API rule, followed by every module:
   the same model). What changes a model's structure returns a new model and leaves yours as it was
   (``channel_prune``, ``fold_all_batchnorm``, ``prepare_qat``, ``quantize_ptq``, ``share_weights``, ``to_int8``:
   their docstrings begin "A copy of ``model``"). What only reads a model (``evaluate``, ``measure.*``, the feature
-  taps) runs it inside ``kdlite.device.eval_mode`` and leaves every submodule's train/eval mode as it found it.
+  taps, the attacks ``robust.fgsm`` and ``robust.pgd``) runs it inside ``kdlite.device.eval_mode`` and leaves
+  every submodule's train/eval mode as it found it.
 - **Data.** An argument holding data is called ``data`` (``train`` and ``val`` in ``fit`` and ``distill``, where
   there are two); it may be a loader, a ``TensorDataset``, a tuple ``(x, y)`` of tensors or any iterable of
   ``(x, y, ...)`` batches, turned into batches by ``kdlite.data.as_batches`` (calibration also takes one tensor
@@ -48,6 +51,7 @@ from . import (
     prune,
     quant,
     report,
+    robust,
     structured,
     train,
 )
@@ -79,6 +83,7 @@ __all__ = [
     "prune",
     "quant",
     "report",
+    "robust",
     "scale",
     "structured",
     "seed_everything",

@@ -1,4 +1,5 @@
-"""How big and how fast is a model? Parameters, bytes, FLOPs and latency, measured the same way in every chapter."""
+"""How big and how fast is a model? Parameters, bytes, FLOPs and latency, measured the same way in every chapter;
+and how far can its confidence be trusted (calibration)."""
 
 from __future__ import annotations
 
@@ -262,6 +263,44 @@ def _huffman_bits(symbols: torch.Tensor) -> int:
     return encoded_bits(symbols) if len(symbols) else 0
 
 
+# --- calibration: does a confidence of 0.8 mean 80% correct?
+
+
+def reliability(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> dict[str, torch.Tensor]:
+    """The reliability diagram's numbers: the predictions binned by confidence (the largest softmax probability)
+    into ``n_bins`` equal-width bins B_b = (b / n_bins, (b + 1) / n_bins], open on the left, closed on the right
+    (the first bin also holds a confidence of exactly 0), and per bin::
+
+        count_b = |B_b|,   confidence_b = 1/|B_b| · sum_{i in B_b} max_k p_ik,
+        accuracy_b = 1/|B_b| · sum_{i in B_b} 1[ŷ_i = y_i],   p_i = softmax(logits_i),  ŷ_i = argmax_k p_ik
+
+    Returns ``{"edges": (n_bins + 1,), "count": (n_bins,), "confidence": (n_bins,), "accuracy": (n_bins,)}``, in
+    float64 (``count`` int64) on the CPU, computed there in float64 (small, and ready to plot); an empty bin has NaN
+    confidence and accuracy.
+    """
+    _check_calibration(logits, labels, n_bins)
+    confidence, predicted = logits.detach().to("cpu", torch.float64).softmax(-1).max(-1)
+    edges = torch.arange(n_bins + 1, dtype=torch.float64) / n_bins
+    b = (torch.bucketize(confidence, edges) - 1).clamp(min=0)  # edges[b] < confidence <= edges[b + 1]
+    count = torch.bincount(b, minlength=n_bins)
+    confidences = torch.bincount(b, weights=confidence, minlength=n_bins)
+    correct = torch.bincount(b, weights=(predicted == labels.cpu()).double(), minlength=n_bins)
+    return {"edges": edges, "count": count, "confidence": confidences / count, "accuracy": correct / count}
+
+
+def calibration_error(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> float:
+    """The expected calibration error (Naeini et al., 2015; Guo et al., 2017) over the bins of :func:`reliability`::
+
+        ECE = sum_b |B_b| / n · |accuracy_b − confidence_b|      (empty bins add 0)
+
+    0 for a model whose confidence is its accuracy in every bin; at most 1.
+    """
+    r = reliability(logits, labels, n_bins)
+    full = r["count"] > 0
+    weight = r["count"][full].double() / len(labels)  # |B_b| / n, in float64 (int / int would give float32)
+    return float((weight * (r["accuracy"][full] - r["confidence"][full]).abs()).sum())
+
+
 # --- argument checks, out of the reader's way
 
 
@@ -286,3 +325,15 @@ def _check_models(models) -> dict:
     if not models:
         raise ValueError(f"models must name at least one model, {example}")
     return dict(models)
+
+
+def _check_calibration(logits, labels, n_bins) -> None:
+    """2-D finite logits (examples, classes), one integer label per row among the classes, ``n_bins`` >= 1."""
+    checks.float_tensor("logits", logits, min_dim=2)
+    if logits.dim() != 2:
+        raise ValueError(f"logits must be 2-D (examples, classes); got shape {tuple(logits.shape)}")
+    try:
+        checks.targets(labels, logits)
+    except (TypeError, ValueError) as e:
+        raise type(e)(str(e).replace("targets", "labels", 1)) from None
+    checks.integer(n_bins, "n_bins", 1)

@@ -185,3 +185,85 @@ def test_synchronize_reaches_every_device_type(monkeypatch, kind):
     synchronize(torch.device(kind))
     synchronize("cpu")  # nothing to wait for
     assert len(calls) == 1
+
+
+# --- calibration: the expected calibration error and its reliability diagram
+
+
+def logits_of(probs):
+    """Logits whose softmax is ``probs`` (log p: softmax(log p) = p / sum p = p)."""
+    return torch.tensor(probs, dtype=torch.float64).log()
+
+
+def test_calibration_error_by_hand():
+    """Ten predictions in 5 bins (0, .2], (.2, .4], (.4, .6], (.6, .8], (.8, 1]:
+    bin (.4, .6]: confidences .55, .55, 1 of 2 right: |0.5 − 0.55| = 0.05, weight 2/10;
+    bin (.6, .8]: confidences .7, .75, .65, 3 of 3 right: |1 − 0.7| = 0.3, weight 3/10;
+    bin (.8, 1]: confidences .9, .95, .85, .9, .9, 3 of 5 right: |0.6 − 0.9| = 0.3, weight 5/10;
+    ECE = 0.2 · 0.05 + 0.3 · 0.3 + 0.5 · 0.3 = 0.25."""
+    probs = [[0.55, 0.30, 0.15], [0.25, 0.55, 0.20],
+             [0.70, 0.20, 0.10], [0.15, 0.10, 0.75], [0.65, 0.20, 0.15],
+             [0.90, 0.05, 0.05], [0.03, 0.95, 0.02], [0.10, 0.05, 0.85], [0.05, 0.05, 0.90], [0.90, 0.06, 0.04]]
+    labels = torch.tensor([0, 0, 0, 2, 0, 0, 1, 2, 1, 2])  # right: yes, no; yes, yes, yes; yes, yes, yes, no, no
+    r = measure.reliability(logits_of(probs), labels, n_bins=5)
+    assert r["count"].tolist() == [0, 0, 2, 3, 5]
+    torch.testing.assert_close(r["edges"], torch.tensor([0.0, 0.2, 0.4, 0.6, 0.8, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(r["confidence"][2:], torch.tensor([0.55, 0.7, 0.9], dtype=torch.float64))
+    torch.testing.assert_close(r["accuracy"][2:], torch.tensor([0.5, 1.0, 0.6], dtype=torch.float64))
+    assert r["confidence"][:2].isnan().all() and r["accuracy"][:2].isnan().all()  # empty bins
+    ece = measure.calibration_error(logits_of(probs), labels, n_bins=5)
+    assert isinstance(ece, float) and ece == pytest.approx(0.25, abs=1e-12)
+    assert measure.calibration_error(logits_of(probs).float(), labels, 5) == pytest.approx(0.25, abs=1e-6)
+
+
+def test_calibration_error_is_zero_when_confidence_is_accuracy():
+    """Every confidence 0.8 and 8 of 10 right; logits (0, 0) give exactly 0.5, half of them right."""
+    labels = torch.tensor([0] * 8 + [1] * 2)
+    assert measure.calibration_error(logits_of([[0.8, 0.2]] * 10), labels) == pytest.approx(0, abs=1e-12)
+    assert measure.calibration_error(torch.zeros(4, 2), torch.tensor([0, 1, 1, 0])) == 0.0
+    assert measure.calibration_error(torch.zeros(4, 2), torch.tensor([0, 0, 0, 0])) == 0.5  # 0.5 sure, all right
+
+
+def test_bins_are_closed_on_the_right():
+    """A confidence of exactly 0.5 is in (0.25, 0.5] with 4 bins and in (0, 0.5] with 2; 1.0 is in the last bin."""
+    r = measure.reliability(torch.zeros(3, 2), torch.tensor([0, 1, 0]), n_bins=4)
+    assert r["count"].tolist() == [0, 3, 0, 0]
+    assert measure.reliability(torch.zeros(3, 2), torch.tensor([0, 1, 0]), n_bins=2)["count"].tolist() == [3, 0]
+    sure = torch.tensor([[100.0, 0.0, 0.0]], dtype=torch.float64)  # softmax: 1 − 2e^−100, 1.0 in float64
+    assert measure.reliability(sure, torch.tensor([0]), n_bins=10)["count"].tolist() == [0] * 9 + [1]
+
+
+@pytest.mark.parametrize("n_bins", [1, 7, 15])
+def test_calibration_error_matches_a_loop_over_examples(n_bins):
+    """An independent computation: each example's bin is ⌈conf · n_bins⌉ − 1, sums in plain Python."""
+    import math
+
+    g = torch.Generator().manual_seed(n_bins)
+    logits, labels = 3 * torch.randn(500, 10, generator=g), torch.randint(0, 10, (500,), generator=g)
+    p = torch.softmax(logits.double(), -1)
+    sums = {}
+    for conf, pred, y in zip(p.max(-1).values.tolist(), p.argmax(-1).tolist(), labels.tolist(), strict=True):
+        s = sums.setdefault(max(math.ceil(conf * n_bins) - 1, 0), [0, 0.0, 0])
+        s[0], s[1], s[2] = s[0] + 1, s[1] + conf, s[2] + (pred == y)
+    expected = sum(n / 500 * abs(right / n - conf / n) for n, conf, right in sums.values())
+    assert measure.calibration_error(logits, labels, n_bins) == pytest.approx(expected, abs=1e-12)
+    assert sum(measure.reliability(logits, labels, n_bins)["count"].tolist()) == 500
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda: measure.calibration_error(torch.randn(10), torch.zeros(10, dtype=torch.long)), ["logits", "(10,)"]),
+    (lambda: measure.calibration_error(torch.randn(2, 3, 4), torch.zeros(2, dtype=torch.long)),
+     ["logits must be 2-D", "(2, 3, 4)"]),
+    (lambda: measure.calibration_error(torch.randn(4, 3), torch.zeros(5, dtype=torch.long)),
+     ["labels must have shape (4,)", "(5,)"]),
+    (lambda: measure.calibration_error(torch.randn(4, 3), torch.zeros(4, 1, dtype=torch.long)), ["labels", "(4, 1)"]),
+    (lambda: measure.calibration_error(torch.randn(4, 3), torch.tensor([0, 1, 3, 2])), ["labels must be in [0, 2]"]),
+    (lambda: measure.calibration_error(torch.randn(4, 3), torch.zeros(4)), ["labels must be integer", "float32"]),
+    (lambda: measure.calibration_error(torch.randn(4, 3), torch.zeros(4, dtype=torch.long), n_bins=0), ["n_bins"]),
+    (lambda: measure.reliability(torch.tensor([[0.0, float("nan")]]), torch.tensor([0])), ["logits", "NaN"]),
+])
+def test_calibration_errors_are_clear(call, words):
+    with pytest.raises(ValueError) as e:
+        call()
+    for w in words:
+        assert w in str(e.value), (w, str(e.value))
