@@ -144,6 +144,45 @@ def dkd_loss(
     return temperature**2 * (alpha * tckd.mean() + beta * nckd.mean())
 
 
+def sequence_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,
+                     kind: str = "forward", beta: float = 0.5, mask: torch.Tensor | None = None, *,
+                     check: bool = True) -> torch.Tensor:
+    """Token-level distillation of a language model: a divergence between the softened next-token distributions
+    ``q = softmax(t / T)`` (teacher) and ``p = softmax(s / T)`` (student) at every position of logits (B, T, V),
+    averaged over the positions where ``mask`` (B, T) is True (all when None) and scaled by ``T^2``::
+
+        forward:  KL(q || p) = sum_v q_v (log q_v - log p_v)          (kd_loss, per token: mode-covering)
+        reverse:  KL(p || q) = sum_v p_v (log p_v - log q_v)          (mode-seeking, as in MiniLLM)
+        jsd:      beta · KL(q || m) + (1 - beta) · KL(p || m),   m = beta · q + (1 - beta) · p   (as in GKD)
+
+    ``log m`` is a logsumexp of ``log beta + log q`` and ``log(1 - beta) + log p``; everything is computed from
+    ``log_softmax`` in float32 (float64 stays float64). ``beta`` must lie in (0, 1): at 0 or 1 the mixture ``m``
+    is one of the two distributions and this JSD is zero for any logits (use "forward" or "reverse" for the KLs).
+    Any leading dimensions are positions, as in :func:`kd_loss` (logits (N, V) with a mask (N,) work too; without
+    a mask, "forward" is ``kd_loss``). Zero for identical logits (for "jsd", up to float rounding). The teacher is
+    detached. ``check=False``: as in :func:`kd_loss`.
+    """
+    if check:
+        temperature = checks.kd_args(student_logits, teacher_logits, temperature)
+        beta = _check_beta_and_mask(beta, mask, student_logits.shape[:-1])
+    compute = torch.promote_types(student_logits.dtype, torch.float32)
+    log_p = F.log_softmax(student_logits.to(compute) / temperature, dim=-1)
+    log_q = F.log_softmax(teacher_logits.detach().to(compute) / temperature, dim=-1)
+    kl = lambda log_a, log_b: (log_a.exp() * (log_a - log_b)).sum(-1)  # noqa: E731  KL(a || b), one per position
+    if kind == "forward":
+        per_token = kl(log_q, log_p)
+    elif kind == "reverse":
+        per_token = kl(log_p, log_q)
+    elif kind == "jsd":
+        log_m = torch.logaddexp(math.log(beta) + log_q, math.log(1 - beta) + log_p)
+        per_token = beta * kl(log_q, log_m) + (1 - beta) * kl(log_p, log_m)
+    else:
+        raise ValueError(f"kind must be 'forward', 'reverse' or 'jsd'; got {kind!r}")
+    if mask is None:
+        return temperature**2 * per_token.mean()
+    return temperature**2 * per_token.masked_fill(~mask, 0).sum() / mask.sum()
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Feature losses (chapter 4). The teacher's features are detached; connectors and the student are trained.
 
@@ -341,3 +380,19 @@ def similarity_preserving_loss(student_feat: torch.Tensor, teacher_feat: torch.T
         return F.normalize(a @ a.t(), p=2, dim=1)
 
     return (gram(student_feat) - gram(teacher_feat.detach())).pow(2).sum() / n**2
+
+
+
+
+def _check_beta_and_mask(beta, mask, positions: torch.Size) -> float:
+    """``beta`` in (0, 1); ``mask`` None or a boolean tensor of the logits' positions with one True at least."""
+    if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not 0 < beta < 1:
+        raise ValueError(f"beta must be a number in (0, 1) (the teacher's weight in the JSD's mixture; at 0 or 1 "
+                         f"the JSD is zero for any logits); got {beta!r}")
+    if mask is not None and not (isinstance(mask, torch.Tensor) and mask.dtype == torch.bool
+                                 and mask.shape == positions and mask.any()):
+        got = (f"shape {tuple(mask.shape)}, dtype {mask.dtype}, {int(mask.count_nonzero())} True"
+               if isinstance(mask, torch.Tensor) else type(mask).__name__)
+        raise ValueError(f"mask must be None or a boolean tensor of shape {tuple(positions)} (one entry per "
+                         f"position: True where it counts) with at least one True; got {got}")
+    return float(beta)

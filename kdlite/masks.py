@@ -8,7 +8,7 @@ optimizer does to ``W_orig`` (momentum, weight decay), and the mask is saved and
 
 ``torch.nn.utils.prune`` does the same with a forward pre-hook that writes
 ``weight = weight_orig * weight_mask`` before each forward pass; :func:`sparsity` and :func:`remove_masks`
-understand both.
+understand both. :func:`semi_structured_mask` is the N:M (2:4) mask: n kept in every m consecutive weights of a row.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils import prune as torch_prune
 
-from ._checks import module
+from ._checks import float_tensor, integer, module
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)  # the layers pruning acts on, everywhere in kdlite
 
@@ -34,6 +34,28 @@ class WeightMask(nn.Module):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         return weight * self.mask
+
+
+def semi_structured_mask(weight: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
+    """The N:M sparsity mask of ``weight`` (out, in): in every group of ``m`` consecutive weights of a row (along
+    the input dimension), keep the ``n`` largest in magnitude (True) and drop the other ``m − n``::
+
+        M_ij = 1  ⇔  |W_ij| is among the n largest of |W_ik|, k in the group of j: m·⌊j/m⌋ ≤ k < m·(⌊j/m⌋ + 1)
+
+    2:4 (the default) is the pattern NVIDIA's sparse tensor cores (Ampere and newer) run at up to twice the dense
+    speed. Ties keep the first weights of the group. A conv weight's rows are its flattened (in · kh · kw) inputs;
+    the row length must be divisible by ``m``. Returns a boolean tensor of ``weight``'s shape.
+    """
+    float_tensor("weight", weight, min_dim=2)
+    m = integer(m, "m", 1)
+    n = integer(n, "n", 1, m, what=f"an int from 1 to m = {m}")
+    groups = weight.detach().reshape(weight.shape[0], -1)
+    if groups.shape[1] % m:
+        raise ValueError(f"the rows of weight (shape {tuple(weight.shape)}) have {groups.shape[1]} inputs, which is "
+                         f"not divisible by m={m}; expected a row length that is a multiple of {m}")
+    groups = groups.reshape(-1, m).abs()
+    largest = groups.argsort(dim=1, descending=True, stable=True)[:, :n]  # ties: the first weights of the group
+    return torch.zeros_like(groups, dtype=torch.bool).scatter_(1, largest, True).reshape(weight.shape)
 
 
 def prunable_layers(

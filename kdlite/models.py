@@ -1,6 +1,7 @@
-"""The book's teachers and students: an MLP, a small CNN and a CIFAR-style ResNet.
+"""The book's teachers and students: an MLP, a small CNN, a CIFAR-style ResNet, and a small GPT language model
+(:class:`GPT`, in ``kdlite.gpt``, re-exported here).
 
-All three end in a plain ``nn.Linear`` classifier and return logits. Their layers are ordinary ``nn.Sequential``
+The three classifiers end in a plain ``nn.Linear`` and return logits. Their layers are ordinary ``nn.Sequential``
 stacks with readable names (``features.0``, ``layer2.1.conv1``, ...) so later chapters can tap, prune and quantize
 them by name.
 """
@@ -11,6 +12,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+from .gpt import GPT  # noqa: F401  (kdlite.models.GPT)
 
 
 class MLP(nn.Module):

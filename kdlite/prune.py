@@ -3,7 +3,8 @@
 Unstructured (magnitude) pruning ranks weights by magnitude and keeps the largest, through the masks
 ``W = W_orig ⊙ M`` of ``kdlite.masks`` (re-exported here: ``apply_masks``, ``remove_masks``, ``sparsity``,
 ``prunable_layers``): one-shot, layer-wise or global (:func:`magnitude_prune`), iterative with retraining
-(:func:`iterative_prune`, :func:`gradual_schedule`), and the lottery ticket's :func:`rewind`.
+(:func:`iterative_prune`, :func:`gradual_schedule`), and the lottery ticket's :func:`rewind`. Semi-structured 2:4
+pruning (:func:`prune_2_4`) keeps the 2 largest of every 4 consecutive weights of a row, with the same masks.
 
 Structured (channel) pruning, which makes the layers physically smaller, is :func:`channel_prune` (in
 ``kdlite.structured``, re-exported here).
@@ -19,7 +20,16 @@ import torch
 from torch import nn
 
 from ._checks import fraction, integer
-from .masks import PRUNABLE, WeightMask, apply_masks, mask_of, prunable_layers, remove_masks, sparsity
+from .masks import (
+    PRUNABLE,
+    WeightMask,
+    apply_masks,
+    mask_of,
+    prunable_layers,
+    remove_masks,
+    semi_structured_mask,
+    sparsity,
+)
 from .structured import channel_prune
 from .train import evaluate, fit
 
@@ -32,8 +42,10 @@ __all__ = [
     "iterative_prune",
     "magnitude_prune",
     "prunable_layers",
+    "prune_2_4",
     "remove_masks",
     "rewind",
+    "semi_structured_mask",
     "sensitivity_scan",
     "sparse_storage_bytes",
     "sparsity",
@@ -43,13 +55,15 @@ def _check_amount(amount: float, name: str = "amount") -> float:
     return fraction(amount, name)
 
 
-def _layers_or_error(model: nn.Module, modules=None) -> dict[str, nn.Module]:
-    """``prunable_layers``, but a model without any is an error (pruning it would silently do nothing)."""
-    layers = prunable_layers(model, modules)
+def _layers_or_error(model: nn.Module, modules=None, kinds: tuple[type, ...] = PRUNABLE) -> dict[str, nn.Module]:
+    """``prunable_layers``: the listed ``modules``, else every layer of ``kinds``; none is an error (pruning would
+    silently do nothing)."""
+    layers = {name: layer for name, layer in prunable_layers(model, modules).items()
+              if modules is not None or isinstance(layer, kinds)}
     if not layers:
         raise ValueError(
-            f"model ({type(model).__name__}) has no Linear or Conv1d/2d/3d layers; those are what kdlite.prune "
-            f"prunes (recurrent and attention layers are not supported)"
+            f"model ({type(model).__name__}) has no {' or '.join(k.__name__ for k in kinds)} layers; those are what "
+            f"kdlite.prune prunes (recurrent and attention layers are not supported)"
         )
     return layers
 
@@ -115,6 +129,28 @@ def magnitude_prune(
             )
         for i, mask in zip(group, _ranked_masks(group_scores, k), strict=True):
             masks[names[i]] = mask
+    apply_masks(model, masks)
+    return {name: mask.clone() for name, mask in masks.items()}
+
+
+@torch.no_grad()
+def prune_2_4(model: nn.Module, modules: Iterable[str | nn.Module] | None = None) -> dict[str, torch.Tensor]:
+    """2:4 semi-structured pruning: in every group of 4 consecutive input weights of every ``nn.Linear`` (or of the
+    listed ``modules``, which may be convolutions), zero the 2 smallest in magnitude (:func:`semi_structured_mask`):
+    half of the weights, in the pattern sparse tensor cores run fast.
+
+    As :func:`magnitude_prune`, through the masks ``W = W_orig ⊙ M`` that keep pruned weights zero through training
+    and ``state_dict``; weights already pruned stay pruned (their group then keeps fewer than 2). Returns the masks
+    (layer name -> boolean tensor, ``True`` = kept; copies).
+    """
+    masks: dict[str, torch.Tensor] = {}
+    for name, layer in _layers_or_error(model, modules, kinds=(nn.Linear,)).items():
+        try:
+            mask = semi_structured_mask(layer.weight, 2, 4)
+        except ValueError as e:
+            raise ValueError(f"layer {name!r}: {e}") from None
+        old = mask_of(layer)
+        masks[name] = mask if old is None else mask & old.mask
     apply_masks(model, masks)
     return {name: mask.clone() for name, mask in masks.items()}
 

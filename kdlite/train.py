@@ -84,14 +84,16 @@ def cross_entropy_step(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The default training step: ``logits = model(x)``, loss = cross-entropy(logits, y).
 
-    ``check_labels`` (``fit`` sets it on its first batch) checks that ``y`` holds class indices the logits can
-    take: a clear error instead of torch's "Target 7 is out of bounds", or a CUDA device-side assert."""
+    Classes are the last dimension: a language model's ``(B, T, V)`` logits with ``(B, T)`` targets give the mean
+    cross-entropy over all ``B·T`` tokens. ``check_labels`` (``fit`` sets it on its first batch) checks that ``y``
+    holds class indices the logits can take: a clear error instead of torch's "Target 7 is out of bounds", or a CUDA
+    device-side assert."""
     x, y = batch[0], batch[1]
     logits = model(x)
     if check_labels:
         _check_logits(logits)
         _check_labels(y, logits, "the training data")
-    return F.cross_entropy(logits.float(), y.long()), logits  # any integer labels: int32, uint8...
+    return F.cross_entropy(logits.float().flatten(0, -2), y.long().flatten()), logits  # any integer labels
 
 
 def _check_labels(y: torch.Tensor, logits: torch.Tensor, where: str) -> None:
@@ -140,7 +142,8 @@ def evaluate(
     device: str | torch.device | None = None,
     amp: bool | None = None,
 ) -> dict[str, float]:
-    """Mean cross-entropy ``"loss"`` and ``"accuracy"`` (a fraction) of ``model`` on ``data``, in eval mode.
+    """Mean cross-entropy ``"loss"`` and ``"accuracy"`` (a fraction) of ``model`` on ``data``, in eval mode, over
+    ``"n"`` targets: examples, or the tokens of a language model's ``(B, T)`` targets (its logits ``(B, T, V)``).
 
     ``data`` is any iterable of ``(x, y, ...)`` batches, or a ``TensorDataset``. The model's train/eval mode is
     restored afterwards.
@@ -157,9 +160,9 @@ def evaluate(
             if n == 0:
                 _check_logits(logits)
                 _check_labels(y, logits, "the evaluation data")
-            total_loss += F.cross_entropy(logits.float(), y.long(), reduction="sum")
+            total_loss += F.cross_entropy(logits.float().flatten(0, -2), y.long().flatten(), reduction="sum")
             correct += (logits.argmax(-1) == y).sum()
-            n += len(y)
+            n += y.numel()
     if n == 0:
         raise ValueError("evaluate got no batches: data is empty")
     loss = total_loss.item() / n
@@ -211,7 +214,8 @@ def fit(
         scheduler: ``"onecycle"`` (warm-up, then cosine decay, stepped per batch; runs of fewer than 10 steps
             use ``"cosine"``), ``"cosine"`` or ``None``.
         val: data evaluated after every epoch.
-        step: ``step(model, batch) -> (loss, logits)``; the default is cross-entropy on ``batch[:2]``.
+        step: ``step(model, batch) -> (loss, logits)``; the default is cross-entropy on ``batch[:2]``. Accuracy
+            counts the targets ``y = batch[1]`` predicted right: per token for a language model's ``(B, T)``.
         extra_params: more parameters for the default optimizer (e.g. feature-distillation connectors).
         after_step: called after each optimizer step (e.g. to re-apply pruning masks).
         device: default: the data's device (a ``DeviceLoader``'s), else ``kdlite.get_device()``.
@@ -250,9 +254,10 @@ def fit(
                     sched.step()
                 if after_step is not None:
                     after_step()
-                loss_sum += loss.detach().float() * len(batch[1])
-                correct += (logits.detach().argmax(-1) == batch[1]).sum()
-                n += len(batch[1])
+                y = batch[1]  # (B,) labels, or (B, T) tokens: accuracy is per label or per token
+                loss_sum += loss.detach().float() * y.numel()
+                correct += (logits.detach().argmax(-1).reshape(y.shape) == y).sum()
+                n += y.numel()
                 _show(bar, i, epoch, loss_sum, correct, n)
             try:
                 metrics = {"epoch": epoch, **_epoch_metrics(loss_sum, correct, n, epoch, peak)}

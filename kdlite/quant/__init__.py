@@ -13,15 +13,17 @@ or unsigned. Per-channel parameters (``axis`` given) are 1-D tensors, one entry 
 
 One concept a file, read in this order: ``affine`` (the map and its gradient), ``calibration`` (ranges from data),
 ``qat`` (BatchNorm folding, QAT layers, PTQ), ``sharing`` (k-means weight sharing), ``int8`` (real int8 kernels on
-CPU). Every public name is re-exported here: ``kdlite.quant.fake_quantize``, ``kdlite.quant.to_int8``, ...
+CPU), ``weight_only`` (per-group weight quantization and GPTQ, for language models). Every public name is
+re-exported here: ``kdlite.quant.fake_quantize``, ``kdlite.quant.to_int8``, ...
 """
 
-from . import affine, calibration, int8, qat, sharing
+from . import affine, calibration, int8, qat, sharing, weight_only
 from .affine import StraightThrough, dequantize, fake_quantize, qparams, qrange, quantize, scale_zero_point
 from .calibration import ActQuant, CalibrationData, calibrate
 from .int8 import to_int8
 from .qat import QuantConv2d, QuantLinear, fold_all_batchnorm, fold_batchnorm, prepare_qat, quantize_ptq
 from .sharing import SharedWeight, kmeans_quantize, share_weights
+from .weight_only import gptq_quantize, group_quantize, group_quantize_model
 
 __all__ = [
     "affine",
@@ -29,6 +31,7 @@ __all__ = [
     "int8",
     "qat",
     "sharing",
+    "weight_only",
     "ActQuant",
     "CalibrationData",
     "QuantConv2d",
@@ -40,6 +43,9 @@ __all__ = [
     "fake_quantize",
     "fold_all_batchnorm",
     "fold_batchnorm",
+    "gptq_quantize",
+    "group_quantize",
+    "group_quantize_model",
     "kmeans_quantize",
     "prepare_qat",
     "qparams",
