@@ -19,7 +19,9 @@ import pytest
 from kdlite.data import import_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
-CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.md"))
+# Chapter 9's `gpu` scale differs from its `cpu` scale only in its numbers (nanoGPT's 10M-parameter teacher, thousands
+# of steps, set in one CONFIG cell), not in its code, and those take hours on a CPU: smoke covers its code.
+CHAPTERS = [md for md in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.md")) if md.stem != "09_language_model"]
 
 # Cut the gpu preset down, then run the chapter's script as a notebook kernel would (display = print).
 RUNNER = """
