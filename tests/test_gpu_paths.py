@@ -15,12 +15,18 @@ from pathlib import Path
 import jupytext
 import numpy as np
 import pytest
+import torch
 
-from kdlite.data import import_dataset
+from kdlite import quant
+from kdlite.data import import_dataset, load_text
+from kdlite.losses import sequence_kd_loss
+from kdlite.models import GPT
+from kdlite.prune import prune_2_4
 
 ROOT = Path(__file__).resolve().parents[1]
 # Chapter 9's `gpu` scale differs from its `cpu` scale only in its numbers (nanoGPT's 10M-parameter teacher, thousands
-# of steps, set in one CONFIG cell), not in its code, and those take hours on a CPU: smoke covers its code.
+# of steps, set in one CONFIG cell), not in its code, and those take hours on a CPU: smoke covers its code, and
+# test_chapter9_gpu_config below builds and steps its `gpu`-scale models.
 CHAPTERS = [md for md in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.md")) if md.stem != "09_language_model"]
 
 # Cut the gpu preset down, then run the chapter's script as a notebook kernel would (display = print).
@@ -65,3 +71,39 @@ def test_gpu_scale_code_path_runs(md, synthetic_cache, tmp_path):
     assert run.returncode == 0, f"{md.stem} failed at gpu scale:\n{out[-4000:]}"
     line = next((ln for ln in out.splitlines() if ln.startswith("scale: gpu")), "")
     assert "mnist-like: mnist ·" in line and "images: cifar10 ·" in line, out[:2000]  # the imported data, no stand-in
+
+
+def chapter9_config() -> dict:
+    """Chapter 9's CONFIG dict, read from the chapter's own cell (the literal before `C = CONFIG[S.name]`)."""
+    cell = next(c.source for c in jupytext.read(ROOT / "notebooks" / "09_language_model.md").cells
+                if c.source.startswith("CONFIG = {"))
+    scope = {}
+    exec(cell[: cell.index("C = CONFIG")], scope)
+    return scope["CONFIG"]
+
+
+@pytest.mark.parametrize("name", ["smoke", "cpu", "gpu"])
+def test_chapter9_config_builds_and_steps(name):
+    """Every scale's models build, the `gpu` teacher is nanoGPT's shakespeare_char size and the student about a tenth
+    of it; one distillation step, generation past the context, group quantization and 2:4 pruning all run."""
+    C = chapter9_config()[name]
+    vocab = load_text("tinyshakespeare")[2]
+    torch.manual_seed(0)
+    teacher = GPT(len(vocab), C["block"], *C["teacher"], dropout=C["dropout"]).eval()
+    student = GPT(len(vocab), C["block"], *C["student"])
+    n_teacher, n_student = (sum(p.numel() for p in m.parameters()) for m in (teacher, student))
+    if name == "gpu":
+        assert 10.5e6 < n_teacher < 11e6, n_teacher  # nanoGPT's shakespeare_char: 10.65M
+        assert 0.05 < n_student / n_teacher < 0.15, n_student / n_teacher
+    x = torch.randint(len(vocab), (2, C["block"]))
+    with torch.no_grad():
+        t = teacher(x)
+    for kind in ("forward", "reverse", "jsd"):
+        loss = sequence_kd_loss(student(x), t, kind=kind)
+        loss.backward()
+        assert torch.isfinite(loss)
+    out = student.generate(x[:1], 3, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, C["block"] + 3)
+    for g in (None, 128, 32):
+        quant.group_quantize_model(student, 4, g, per_row_fallback=True)
+    prune_2_4(student)

@@ -88,6 +88,22 @@ def test_group_quantize_model_is_a_copy_with_every_linear_quantized():
         Q.group_quantize_model(model, 4, 3)
 
 
+def test_per_row_fallback_gives_one_scale_per_row_where_the_groups_do_not_fit():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 4))  # rows of 12 and of 8
+    assert Q.per_row_layers(model, 8) == ["0"]
+    assert Q.per_row_layers(model, 4) == [] and Q.per_row_layers(model, None) == []
+    quantized = Q.group_quantize_model(model, 4, 8, per_row_fallback=True)
+    torch.testing.assert_close(quantized[0].weight, Q.group_quantize(model[0].weight, 4, None), rtol=0, atol=0)
+    torch.testing.assert_close(quantized[2].weight, Q.group_quantize(model[2].weight, 4, 8), rtol=0, atol=0)
+    # one scale per row in the layer that fell back: at most 2^4 - 1 distinct values in each row of 12
+    assert all(len(row.unique()) <= 15 for row in quantized[0].weight)
+    with pytest.raises(ValueError, match=r"layer '0': group_size=8 does not divide"):
+        Q.group_quantize_model(model, 4, 8)
+    with pytest.raises(ValueError, match="group_size"):
+        Q.per_row_layers(model, 0)
+
+
 def test_a_pruned_model_stays_pruned():
     torch.manual_seed(0)
     model = MLP(16, [32], 4)

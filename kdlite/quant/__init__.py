@@ -23,7 +23,7 @@ from .calibration import ActQuant, CalibrationData, calibrate
 from .int8 import to_int8
 from .qat import QuantConv2d, QuantLinear, fold_all_batchnorm, fold_batchnorm, prepare_qat, quantize_ptq
 from .sharing import SharedWeight, kmeans_quantize, share_weights
-from .weight_only import gptq_quantize, group_quantize, group_quantize_model
+from .weight_only import gptq_quantize, group_quantize, group_quantize_model, per_row_layers
 
 __all__ = [
     "affine",
@@ -46,6 +46,7 @@ __all__ = [
     "gptq_quantize",
     "group_quantize",
     "group_quantize_model",
+    "per_row_layers",
     "kmeans_quantize",
     "prepare_qat",
     "qparams",

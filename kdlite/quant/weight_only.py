@@ -42,21 +42,32 @@ def group_quantize(w: torch.Tensor, bits: int, group_size: int | None = None) ->
 
 
 @torch.no_grad()
-def group_quantize_model(model: nn.Module, bits: int, group_size: int | None = None) -> nn.Module:
+def group_quantize_model(model: nn.Module, bits: int, group_size: int | None = None, *,
+                         per_row_fallback: bool = False) -> nn.Module:
     """A copy of ``model`` with the weight of every ``nn.Linear`` replaced by :func:`group_quantize` of it (the
     head of a language model included); biases, embeddings and norms stay in float. A pruned layer
     (``W = W_orig ⊙ M``) gets ``W_orig = group_quantize(W)``, so it stays pruned and its scales come from the kept
-    weights."""
+    weights. A ``group_size`` that does not divide a layer's row length raises an error naming the layer, or, with
+    ``per_row_fallback=True``, gives that layer one scale per row (:func:`per_row_layers` names those layers)."""
     model, bits = copy.deepcopy(checks.module(model)), checks.bits(bits)
+    fallback = set(per_row_layers(model, group_size)) if per_row_fallback else set()
     for name, layer in model.named_modules():
         if isinstance(layer, nn.Linear):
             try:
-                quantized = group_quantize(layer.weight, bits, group_size)
+                quantized = group_quantize(layer.weight, bits, None if name in fallback else group_size)
             except ValueError as e:
                 raise ValueError(f"layer {name!r}: {e}") from None
             masked = parametrize.is_parametrized(layer, "weight")
             (layer.parametrizations.weight.original if masked else layer.weight).copy_(quantized)
     return model
+
+
+def per_row_layers(model: nn.Module, group_size: int | None) -> list[str]:
+    """The names of the ``nn.Linear`` layers of ``model`` whose row length (``in_features``) ``group_size`` does not
+    divide: those that ``group_quantize_model(..., per_row_fallback=True)`` quantizes with one scale per row."""
+    g = None if group_size is None else checks.integer(group_size, "group_size", 1)
+    return [name for name, layer in checks.module(model).named_modules()
+            if isinstance(layer, nn.Linear) and g is not None and layer.in_features % g]
 
 
 @torch.no_grad()
