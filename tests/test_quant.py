@@ -11,7 +11,7 @@ from torch import nn
 
 from kdlite import quant as Q
 from kdlite.measure import model_size_bytes
-from kdlite.models import CNN, MLP, ResNet
+from kdlite.models import CNN, GPT, MLP, ResNet
 from kdlite.train import evaluate, fit
 
 BITS = range(2, 17)
@@ -359,6 +359,25 @@ def test_to_int8_runs_quantized_kernels_close_to_float():
     assert model_size_bytes(int8) < 0.3 * model_size_bytes(model)
     labels = ref.argmax(1)
     assert evaluate(int8, torch.utils.data.TensorDataset(x, labels), device="cpu")["accuracy"] > 0.9
+
+
+def test_dynamic_int8_quantizes_every_linear_of_a_copy_and_stays_close():
+    torch.manual_seed(0)
+    model = GPT(16, 8, 2, 2, 32)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    int8 = Q.dynamic_int8(model)
+    kinds = [type(m) for m in int8.modules()]
+    assert not any(k is nn.Linear for k in kinds)  # every nn.Linear replaced ...
+    assert sum(k.__module__.startswith("torch.ao.nn.quantized.dynamic") for k in kinds) == 9  # 4 per block + head
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())  # ... in a copy
+    idx = torch.randint(16, (4, 8))
+    with torch.no_grad():
+        ref, out = model.eval()(idx), int8(idx)
+    assert out.shape == ref.shape and out.dtype == torch.float32
+    assert (out - ref).abs().max() < 0.05 * ref.abs().max()
+    assert model_size_bytes(int8) < 0.5 * model_size_bytes(model)
+    with pytest.raises(ValueError, match=r"dynamic_int8 quantizes a float32 model; .* \['torch.float16'\]"):
+        Q.dynamic_int8(MLP(4, [8], 2).half())
 
 
 # --- bad input ---------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ re-exported here: ``kdlite.quant.fake_quantize``, ``kdlite.quant.to_int8``, ...
 from . import affine, calibration, int8, qat, sharing, weight_only
 from .affine import StraightThrough, dequantize, fake_quantize, qparams, qrange, quantize, scale_zero_point
 from .calibration import ActQuant, CalibrationData, calibrate
-from .int8 import to_int8
+from .int8 import dynamic_int8, to_int8
 from .qat import QuantConv2d, QuantLinear, fold_all_batchnorm, fold_batchnorm, prepare_qat, quantize_ptq
 from .sharing import SharedWeight, kmeans_quantize, share_weights
 from .weight_only import gptq_quantize, group_quantize, group_quantize_model, per_row_layers
@@ -40,6 +40,7 @@ __all__ = [
     "StraightThrough",
     "calibrate",
     "dequantize",
+    "dynamic_int8",
     "fake_quantize",
     "fold_all_batchnorm",
     "fold_batchnorm",

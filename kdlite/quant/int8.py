@@ -69,11 +69,8 @@ def to_int8(
     MLP, CNN and ResNet are (Conv/Linear/BatchNorm/ReLU). A model whose forward branches or loops on its input
     (``nn.LSTM``'s does) raises a ValueError.
     """
-    model, data = checks.module(model), checks.renamed(data, calibration_data, "data", "calibration_data")
-    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
-    if dtypes - {torch.float32}:
-        raise ValueError(f"to_int8 quantizes a float32 model; model's weights are {sorted(map(str, dtypes))} "
-                         f"(convert a copy first: copy.deepcopy(model).float())")
+    model = checks.float32_model(model, "to_int8")
+    data = checks.renamed(data, calibration_data, "data", "calibration_data")
     cpu = torch.device("cpu")
     inputs = list(calibration_inputs(data, num_batches, cpu))
     with warnings.catch_warnings():
@@ -93,3 +90,19 @@ def to_int8(
             with named_input_errors(float_model, x, "calibration"):
                 observed(x)
         return convert_fx(observed)
+
+
+def dynamic_int8(model: nn.Module) -> nn.Module:
+    """A CPU copy of ``model`` whose ``nn.Linear`` layers run int8 kernels with dynamic quantization: weights stored
+    as int8 (symmetric, per tensor) ahead of time; each batch of activations quantized on the fly from its own
+    range, so no calibration data is needed. Everything else (embeddings, norms, attention) stays float32. The
+    usual int8 path for transformers on a CPU, where the linear layers hold the weights and most of the work; the
+    returned module maps float inputs (or token ids) to float outputs, like ``model``. Evaluate it with
+    ``device="cpu"``. The deprecation warnings of ``torch.ao.quantization`` are silenced here, as in :func:`to_int8`.
+    """
+    model = checks.float32_model(model, "dynamic_int8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao, but works
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(copy.deepcopy(model).cpu().eval(), {nn.Linear}, dtype=torch.qint8)
