@@ -40,16 +40,6 @@ def module(value, name: str = "model") -> nn.Module:
     return value
 
 
-def float32_model(value, who: str) -> nn.Module:
-    """``value`` as a module whose floating-point parameters are all float32 (what the int8 converters accept)."""
-    model = module(value)
-    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
-    if dtypes - {torch.float32}:
-        raise ValueError(f"{who} quantizes a float32 model; model's weights are {sorted(map(str, dtypes))} "
-                         f"(convert a copy first: copy.deepcopy(model).float())")
-    return model
-
-
 def finite(x: torch.Tensor, name: str) -> None:
     """Raise if ``x`` holds NaN or inf (one device sync: for one-off calls, not for every training step)."""
     if not bool(torch.isfinite(x).all()):

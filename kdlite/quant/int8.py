@@ -34,6 +34,16 @@ from ..device import named_input_errors
 from .calibration import CalibrationData, calibration_inputs
 
 
+def _float32_model(value, who: str) -> nn.Module:
+    """``value`` as a module whose floating-point parameters are all float32 (what the int8 converters accept)."""
+    model = checks.module(value)
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if dtypes - {torch.float32}:
+        raise ValueError(f"{who} quantizes a float32 model; model's weights are {sorted(map(str, dtypes))} "
+                         f"(convert a copy first: copy.deepcopy(model).float())")
+    return model
+
+
 def _untraceable(model: nn.Module, error: Exception) -> ValueError:
     reason = str(error).splitlines()[0] if str(error) else type(error).__name__
     return ValueError(
@@ -69,7 +79,7 @@ def to_int8(
     MLP, CNN and ResNet are (Conv/Linear/BatchNorm/ReLU). A model whose forward branches or loops on its input
     (``nn.LSTM``'s does) raises a ValueError.
     """
-    model = checks.float32_model(model, "to_int8")
+    model = _float32_model(model, "to_int8")
     data = checks.renamed(data, calibration_data, "data", "calibration_data")
     cpu = torch.device("cpu")
     inputs = list(calibration_inputs(data, num_batches, cpu))
@@ -100,7 +110,7 @@ def dynamic_int8(model: nn.Module) -> nn.Module:
     returned module maps float inputs (or token ids) to float outputs, like ``model``. Evaluate it with
     ``device="cpu"``. The deprecation warnings of ``torch.ao.quantization`` are silenced here, as in :func:`to_int8`.
     """
-    model = checks.float32_model(model, "dynamic_int8")
+    model = _float32_model(model, "dynamic_int8")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao, but works
         from torch.ao.quantization import quantize_dynamic
