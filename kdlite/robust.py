@@ -91,13 +91,24 @@ def shift(x: torch.Tensor, pixels: int | tuple[int, int]) -> torch.Tensor:
 # --- adversarial attacks: steps along the sign of the input gradient, kept in the ε-ball around x
 
 
-def _input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The gradient of the summed cross-entropy with respect to the inputs, ``∇ₓ sum_n CE(f(x_n), y_n)``, with the
-    model as it is (the attacks call it inside ``eval_mode``).
+def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The gradient of the summed cross-entropy with respect to the inputs, the direction the attacks step along::
 
-    The sum, not the mean: each example's gradient does not shrink with the batch size (its sign is the same).
-    Only ``x`` gets a gradient: the parameters' ``.grad`` are not touched.
+        g = ∇ₓ sum_n CE(f(x_n), y_n)
+
+    The sum, not the mean: each example's gradient does not shrink with the batch size. ``model`` runs in eval mode
+    and is left as it was; only ``x`` gets a gradient (the parameters' ``.grad`` are not touched). An example whose
+    gradient is exactly 0 (a softmax saturated to 1.0 in the input's precision) cannot be moved by FGSM or PGD.
     """
+    checks.module(model)
+    _check_inputs(x)
+    _check_labels(y, x)
+    with eval_mode(model):
+        return _gradient(model, x, y)
+
+
+def _gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """:func:`input_gradient` without the checks, with the model as it is (the attacks call it inside eval_mode)."""
     x = x.detach().requires_grad_(True)
     with torch.enable_grad(), named_input_errors(model, x, "attack"):
         logits = model(x)
@@ -133,7 +144,7 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torc
     _check_labels(y, x)
     eps = checks.weight("eps", eps, 0.0)
     with eval_mode(model):
-        return _project(x + eps * _input_gradient(model, x, y).sign(), x, eps)
+        return _project(x + eps * _gradient(model, x, y).sign(), x, eps)
 
 
 def pgd(
@@ -169,7 +180,7 @@ def pgd(
         x_adv = _project(x + eps * (2 * u - 1), x, eps)
     with eval_mode(model):
         for _ in range(steps):
-            x_adv = _project(x_adv + alpha * _input_gradient(model, x_adv, y).sign(), x, eps)
+            x_adv = _project(x_adv + alpha * _gradient(model, x_adv, y).sign(), x, eps)
     return x_adv
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from kdlite.robust import blur, contrast, fgsm, gaussian_noise, pgd, shift
+from kdlite.robust import blur, contrast, fgsm, gaussian_noise, input_gradient, pgd, shift
 
 DTYPES = [torch.float32, torch.float64]
 
@@ -167,6 +167,20 @@ def test_fgsm_is_the_sign_of_the_analytic_gradient():
     for eps in (0.05, 0.2):
         expected = (x + eps * grad.sign()).clamp(0, 1)
         torch.testing.assert_close(fgsm(model, x, y, eps), expected, rtol=0, atol=1e-15)
+
+
+def test_input_gradient_is_the_analytic_gradient_and_leaves_the_model_as_it_was():
+    """∇ₓ sum_n CE(Wx_n + b, y_n) = (softmax(z_n) − e_(y_n)) W for each n, in float64 without autograd."""
+    g = torch.Generator().manual_seed(4)
+    model = nn.Sequential(nn.Linear(5, 3), nn.Dropout(0.5)).double().train()
+    x = torch.rand(16, 5, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (16,), generator=g)
+    W, b = model[0].weight.detach(), model[0].bias.detach()
+    expected = (torch.softmax(x @ W.T + b, -1) - nn.functional.one_hot(y, 3).double()) @ W
+    torch.testing.assert_close(input_gradient(model, x, y), expected, rtol=0, atol=1e-12)  # dropout off: eval mode
+    assert model.training and model[0].weight.grad is None
+    with pytest.raises(ValueError, match="x"):
+        input_gradient(model, x + 2, y)
 
 
 def test_pgd_with_one_step_of_size_eps_is_fgsm():
