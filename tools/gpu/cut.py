@@ -1,5 +1,8 @@
 """Cut the chapters (converted to scripts in .gpu/ by ../shared/gpu/prepare.sh) into the record runs of
-tools/gpu/run.sh: each chapter up to the section after its records, chapter 7 in two (Deep Compression; the chain)."""
+tools/gpu/run.sh: each chapter up to the section after its records, chapter 7 in two (Deep Compression; the chain).
+
+Chapters 3 and 5, chapter 7's Deep Compression and chapter 8 train MLPs and LeNets on MNIST, which a CPU can record
+at `gpu` scale (see each record's device); the GPU is for the CIFAR-10 chapters (4, 6, 7's chain) and chapter 9."""
 
 from pathlib import Path
 
@@ -23,6 +26,8 @@ RUNS = {
     "rec06": upto(lines("06_quantization"), "# ## Against the literature"),
     "rec07dc": upto(ch7, CHAIN),
     "rec07ch": upto(ch7[:start] + ch7[ch7.index(CHAIN):], "# ## Against the literature"),
+    "rec08": upto(lines("08_claims"), "# ## Summary"),
+    "rec09": upto(lines("09_language_model"), "# ## What can go wrong"),
 }
 for name, src in RUNS.items():
     (GPU / f"{name}.py").write_text("\n".join(src) + "\n")
