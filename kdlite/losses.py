@@ -382,8 +382,6 @@ def similarity_preserving_loss(student_feat: torch.Tensor, teacher_feat: torch.T
     return (gram(student_feat) - gram(teacher_feat.detach())).pow(2).sum() / n**2
 
 
-
-
 def _check_beta_and_mask(beta, mask, positions: torch.Size) -> float:
     """``beta`` in (0, 1); ``mask`` None or a boolean tensor of the logits' positions with one True at least."""
     if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not 0 < beta < 1:
