@@ -17,8 +17,10 @@ Which path, and why. PyTorch 2.14 offers two ways to get int8 kernels on a CPU:
 When this module was written (torch 2.14.1 on a 2-core Xeon with AMX int8 instructions), both paths ran
 ``CNN(3, 10, widths=(64, 128, 256))`` several times faster than float32 at batch 64, and the FX model was faster
 at batch 1, so ``to_int8`` takes the FX path. ``benchmarks/bench_quant.py`` measures the ratio on your CPU; it
-depends strongly on the CPU's int8 instructions (VNNI, AMX). When
-``torch.ao.quantization`` is removed from PyTorch, this module is the one place to port to PT2E.
+depends strongly on the CPU's int8 instructions: on that AMX machine the FX path ran that CNN 21-22x faster than
+float32 at batch 64, on a 2-core Xeon with VNNI but no AMX (2026-11-30) chapter 6's ``CNN(3, 10, (32, 64, 128))``
+ran 5.6x faster at batch 64 and 2.8x at batch 1. When ``torch.ao.quantization`` is removed from PyTorch, this module
+is the one place to port to PT2E.
 """
 
 from __future__ import annotations
