@@ -2,7 +2,8 @@
 tools/gpu/run.sh: each chapter up to the section after its records, chapter 7 in two (Deep Compression; the chain).
 
 Chapters 3 and 5, chapter 7's Deep Compression and chapter 8 train MLPs and LeNets on MNIST, which a CPU can record
-at `gpu` scale (see each record's device); the GPU is for the CIFAR-10 chapters (4, 6, 7's chain) and chapter 9."""
+at `gpu` scale (see each record's device); so could chapter 6, in about 45 minutes a seed on 2 cores. The GPU is for
+the ResNets on CIFAR-10 (chapter 4, chapter 7's chain) and chapter 9."""
 
 from pathlib import Path
 
