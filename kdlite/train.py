@@ -127,11 +127,13 @@ def _bf16_native(device: torch.device) -> bool:
 
 
 def _autocast(device: torch.device, amp: bool | None):
-    """bf16 autocast on CUDA GPUs that compute bf16 natively (unless amp=False); float32 elsewhere.
+    """bf16 autocast by default on CUDA GPUs that compute bf16 natively, float32 elsewhere; amp=True forces
+    it on any device, amp=False turns it off.
 
-    bf16 keeps float32's exponent range, so no loss scaling is needed; on older GPUs (a T4) it would be
-    emulated and slower than float32, so it is off there unless amp=True asks for it."""
-    enabled = device.type == "cuda" and (amp is True or (amp is None and _bf16_native(device)))
+    bf16 keeps float32's exponent range, so no loss scaling is needed; on older GPUs (a T4) and most CPUs it is
+    emulated and slower than float32, so it is off there unless amp=True asks for it (CPUs with AMX units,
+    recent Intel Xeons, train a ResNet about twice as fast with it)."""
+    enabled = amp is True or (amp is None and device.type == "cuda" and _bf16_native(device))
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
@@ -219,8 +221,8 @@ def fit(
         extra_params: more parameters for the default optimizer (e.g. feature-distillation connectors).
         after_step: called after each optimizer step (e.g. to re-apply pruning masks).
         device: default: the data's device (a ``DeviceLoader``'s), else ``kdlite.get_device()``.
-        amp: bf16 autocast on CUDA (default: on GPUs with native bf16, Ampere and newer; ``True`` forces it,
-            ``False`` turns it off).
+        amp: bf16 autocast (default: on CUDA GPUs with native bf16, Ampere and newer; ``True`` forces it on
+            any device, a CPU included; ``False`` turns it off).
         progress: a tqdm progress bar with live loss and accuracy (default on; ``KDLITE_PROGRESS=0`` turns
             it off).
         desc: the progress bar's label.

@@ -181,3 +181,16 @@ def test_nan_loss_error_names_the_peak_learning_rate():
     x[3, 0] = float("nan")
     with pytest.raises(FloatingPointError, match=r"peak 0\.02\b"):
         fit(MLP(4, 4, 2), TensorDataset(x, torch.zeros(64, dtype=torch.long)), 1, lr=0.02, progress=False)
+
+
+@pytest.mark.parametrize("amp, expected", [(None, torch.float32), (False, torch.float32), (True, torch.bfloat16)])
+def test_amp_on_the_cpu_is_float32_unless_asked(digits, amp, expected):
+    """bf16 autocast is a default only on bf16-native GPUs; amp=True turns it on anywhere, a CPU included."""
+    train, _ = digits
+    seen = []
+    model = MLP(64, 16, 10)
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+    first.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    fit(model, train, 1, amp=amp, progress=False, device="cpu")
+    assert seen and set(seen) == {expected}
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast: the weights stay float32
