@@ -48,7 +48,9 @@ def cached(train, kind: str, cache: Path, amp: bool):
     """``train`` (fit or distill), saved by its desc in ``cache`` and loaded from there when already run."""
 
     def run(model, *args, **kwargs):
-        desc = kwargs.get("desc") or "nodesc"
+        desc = kwargs.get("desc")
+        if not desc:
+            raise ValueError(f"cached_run needs desc= on every {kind} call to name its cache entry; got {desc!r}")
         path = cache / f"{kind}_{desc.replace(' ', '_').replace('/', '_')}.pt"
         if path.exists():
             saved = torch.load(path, weights_only=False)
