@@ -49,6 +49,32 @@ def mean_std(values: Iterable[float]) -> tuple[float, float]:
     return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
 
 
+def _runs(values: Iterable[float], name: str) -> list[float]:
+    """``values`` as a non-empty list of finite floats, or an error that names the argument."""
+    values = _floats(values)
+    if not values:
+        raise ValueError(f"{name} must hold at least one run's value; got an empty sequence")
+    return values
+
+
+def difference(a: Iterable[float], b: Iterable[float]) -> tuple[float, float]:
+    """The difference of the means of two sets of runs and its standard error (chapter 8)::
+
+        d = mean(a) − mean(b),    se(d) = √(s_a² / n_a + s_b² / n_b)
+
+    with ``s`` the sample standard deviations (0 for a single run, so one run each gives ``se = 0``)."""
+    a, b = _runs(a, "a"), _runs(b, "b")
+    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
+    return ma - mb, math.sqrt(sa**2 / len(a) + sb**2 / len(b))
+
+
+def clear(a: Iterable[float], b: Iterable[float]) -> bool:
+    """Is the difference of the means larger than two standard errors, ``|d| > 2·se(d)``? (About a 95% interval
+    for normal errors: with three seeds a rough rule, not a test.) Never with no spread, e.g. one run each."""
+    d, se = difference(a, b)
+    return se > 0 and abs(d) > 2 * se
+
+
 def fmt_mean_std(values: Iterable[float], scale: float = 1.0, digits: int = 2) -> str:
     """``"mean ± std (n=k)"`` of ``values`` times ``scale`` (e.g. ``scale=100`` for percentages), ``digits``
     decimals."""

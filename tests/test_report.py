@@ -95,3 +95,24 @@ def test_save_figure_writes_inside_the_folder(fig, tmp_path, monkeypatch):
 def test_table_columns_are_the_union_of_the_rows_keys():
     text = report.table([{"a": 1, "b": 2.0}, {"c": "x", "a": 3}])
     assert text.splitlines() == ["| a | b | c |", "|---|---|---|", "| 1 | 2 |  |", "| 3 |  | x |"]
+
+
+def test_difference_and_clear_against_statistics():
+    a, b = [97.1, 97.3, 97.2], [96.8, 97.0, 96.6]  # chapter 8's worked example
+    d, se = report.difference(a, b)
+    se_here = (statistics.variance(a) / 3 + statistics.variance(b) / 3) ** 0.5
+    assert abs(d - (statistics.fmean(a) - statistics.fmean(b))) < 1e-12 and abs(se - se_here) < 1e-12
+    assert report.clear(a, b) and report.clear(b, a)  # d ≈ 3.1 standard errors, either way round
+    assert not report.clear(a, [97.0, 97.4, 96.9])  # means 0.1 apart, se ≈ 0.15
+    assert report.difference([1.0], [0.5]) == (0.5, 0.0) and not report.clear([1.0], [0.5])  # one run: no spread
+    assert report.difference((x for x in a), iter(b)) == (d, se)  # generators are read once
+
+
+@pytest.mark.parametrize("a,b,error,match", [([], [1.0], ValueError, "a must hold at least one run"),
+                                             ([1.0], [], ValueError, "b must hold at least one run"),
+                                             ([1.0, NAN], [1.0], ValueError, "values must be finite"),
+                                             ("abc", [1.0], TypeError, "iterable of numbers")])
+def test_difference_and_clear_reject_bad_runs(a, b, error, match):
+    for f in (report.difference, report.clear):
+        with pytest.raises(error, match=match):
+            f(a, b)
