@@ -12,7 +12,6 @@ import numbers
 import warnings
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -106,6 +105,23 @@ def float_tensor(name: str, x, min_dim: int = 1) -> None:
     if not torch.isfinite(x).all():
         bad = (~torch.isfinite(x)).sum().item()
         raise ValueError(f"{name} contains {bad} NaN or inf value(s); expected finite values")
+
+
+def binary_mask(mask, name: str) -> torch.Tensor:
+    """``mask`` as a boolean tensor; a float or int mask must hold only 0s and 1s (a 0.3 would otherwise keep)."""
+    mask = torch.as_tensor(mask)
+    if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
+        odd = mask[(mask != 0) & (mask != 1)].flatten()[:3].tolist()
+        raise ValueError(f"{name} must be boolean (True keeps a weight) or hold only 0s and 1s; got values such as "
+                         f"{odd}")
+    return mask.bool()
+
+
+def id_range(ids: torch.Tensor, n: int, name: str, bound: str) -> None:
+    """Every id of ``ids`` is in ``0 .. n − 1`` (``bound``: how the message names n, e.g. "vocab_size")."""
+    if ids.numel() and (ids.min() < 0 or ids.max() >= n):
+        raise ValueError(f"{name} must hold ids from 0 to {bound} − 1 = {n - 1}; got ids from {ids.min().item()} to "
+                         f"{ids.max().item()}")
 
 
 def logit_pair(student_logits, teacher_logits) -> None:
@@ -322,35 +338,6 @@ def scalar_loss(k: int, term, finite: bool) -> torch.Tensor:
     if finite and not torch.isfinite(term):
         raise ValueError(f"extra_losses[{k}] returned {term.item()} at this step; expected a finite loss")
     return term.reshape(())
-
-
-# --- dataset files, for ``kdlite.data`` (``where``: the file a value came from; ``key``: its name there)
-
-
-def has_keys(found, where, keys, expected: str) -> None:
-    missing = next((k for k in keys if k not in found), None)
-    if missing is not None:
-        raise ValueError(f"{where}: missing key {missing!r}; expected {expected}")
-
-
-def images(x: np.ndarray, where, key: str, shape: tuple[int, ...], what: str) -> np.ndarray:
-    if x.dtype != np.uint8 or x.ndim != 1 + len(shape) or x.shape[1:] != shape or len(x) == 0:
-        raise ValueError(f"{where}: {key} has shape {x.shape} and dtype {x.dtype}; expected "
-                         f"(N, {', '.join(map(str, shape))}) uint8 {what}, N ≥ 1")
-    return x
-
-
-def labels(y: np.ndarray, where, key: str, n: int, classes: int) -> np.ndarray:
-    """``n`` integer labels in 0 .. classes − 1, of shape (n,) or (n, 1); returned flat."""
-    if not np.issubdtype(y.dtype, np.integer) or y.ndim not in (1, 2) or (y.ndim == 2 and y.shape[1] != 1):
-        raise ValueError(f"{where}: {key} has shape {y.shape} and dtype {y.dtype}; expected integer labels of shape "
-                         f"(N,) or (N, 1)")
-    y = y.reshape(-1)
-    if len(y) != n:  # per CIFAR batch too: a short one would shift every later label
-        raise ValueError(f"{where}: {key} holds {len(y)} labels for {n} images; expected one label per image")
-    if y.min() < 0 or y.max() >= classes:
-        raise ValueError(f"{where}: {key} has labels from {y.min()} to {y.max()}; expected 0 .. {classes - 1}")
-    return y
 
 
 # --- features and connectors, for ``kdlite.features``

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils import prune as torch_prune
 
-from ._checks import float_tensor, integer, module
+from ._checks import binary_mask, float_tensor, integer, module
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)  # the layers pruning acts on, everywhere in kdlite
 
@@ -91,13 +91,22 @@ def mask_of(layer: nn.Module) -> WeightMask | None:
     return next((p for p in layer.parametrizations.weight if isinstance(p, WeightMask)), None)
 
 
+def layer_mask(layer: nn.Module) -> torch.Tensor | None:
+    """The boolean mask ``M`` of a pruned layer (kdlite's :class:`WeightMask` or ``torch.nn.utils.prune``'s
+    ``weight_mask``), or None if the layer is not pruned."""
+    mask = mask_of(layer)
+    if mask is not None:
+        return mask.mask
+    return layer.weight_mask.bool() if isinstance(getattr(layer, "weight_orig", None), nn.Parameter) else None
+
+
 def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
     """Prune ``model`` with the given masks (layer name -> boolean tensor of the weight's shape, ``True``
     keeps): attaches ``W = W_orig ⊙ M`` to each named layer, or replaces the mask it already has.
     Returns ``model``."""
     layers = prunable_layers(model, list(masks))
     for name, layer in layers.items():
-        mask = torch.as_tensor(masks[name])
+        mask = binary_mask(masks[name], f"masks[{name!r}]")
         weight = layer.weight
         if mask.shape != weight.shape:
             raise ValueError(

@@ -453,3 +453,12 @@ def test_pruning_names_models_and_amounts_it_cannot_handle():
         channel_prune(cnn, 0.5, torch.zeros(2, 3, 8, 8))
     with pytest.raises(TypeError, match="example_input must be a tensor"):
         channel_prune(cnn, 0.5, None)
+
+
+def test_apply_masks_refuses_a_mask_that_is_not_zeros_and_ones():
+    layer = nn.Linear(3, 2)
+    with pytest.raises(ValueError, match=r"masks\[''\] must be boolean .* only 0s and 1s; got values such as \[0\.3"):
+        apply_masks(layer, {"": torch.full((2, 3), 0.3)})
+    assert not torch_prune.is_pruned(layer) and not hasattr(layer, "parametrizations")  # nothing attached
+    apply_masks(layer, {"": torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])})  # 0/1 floats are a mask
+    assert torch.equal(layer.weight != 0, torch.tensor([[True, False, True], [False, False, True]]))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import _checks as checks
+from ._checks import check_images, check_keys, check_labels
 
 # name -> (image shape (C, H, W), number of classes)
 SPECS = {
@@ -57,8 +57,8 @@ def checked(name: str, arrays: dict[str, tuple[np.ndarray, str]]) -> dict[str, n
     out = {}
     for split in ("train", "test"):
         (x, x_from), (y, y_from) = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        x = checks.images(x, x_from, f"x_{split}", want, f"images for {name!r} (pixel values 0..255)")
-        y = checks.labels(y, y_from, f"y_{split}", len(x), classes)
+        x = check_images(x, x_from, f"x_{split}", want, f"images for {name!r} (pixel values 0..255)")
+        y = check_labels(y, y_from, f"y_{split}", len(x), classes)
         out[f"x_{split}"] = x.reshape(len(x), h, w, c).transpose(0, 3, 1, 2).copy()  # (N, C, H, W), writable
         out[f"y_{split}"] = y.astype(np.uint8)
     return out
@@ -83,7 +83,7 @@ def _read_npz(path: Path) -> dict[str, tuple[np.ndarray, str]]:
                                      f"integer labels") from None
     except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as e:
         raise _unreadable(path, e) from None
-    checks.has_keys(arrays, path, KEYS, f"the arrays {', '.join(KEYS)} (found: {', '.join(files) or 'none'})")
+    check_keys(arrays, path, KEYS, f"the arrays {', '.join(KEYS)} (found: {', '.join(files) or 'none'})")
     return arrays
 
 
@@ -164,9 +164,9 @@ def _cifar_arrays(name: str, read) -> dict[str, tuple[np.ndarray, str]]:
             batch = _unpickle(raw, origin)  # keys: bytes from the original (Python 2) files, str from newer ones
             batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()} \
                 if isinstance(batch, dict) else {}
-            checks.has_keys(batch, origin, ("data", label_key), f"a CIFAR batch with 'data' and {label_key!r}")
-            x = checks.images(np.asarray(batch["data"]), origin, "'data'", (3072,), "(32×32 images, R, G, B planes)")
-            y = checks.labels(np.asarray(batch[label_key]), origin, repr(label_key), len(x), SPECS[name][1])
+            check_keys(batch, origin, ("data", label_key), f"a CIFAR batch with 'data' and {label_key!r}")
+            x = check_images(np.asarray(batch["data"]), origin, "'data'", (3072,), "(32×32 images, R, G, B planes)")
+            y = check_labels(np.asarray(batch[label_key]), origin, repr(label_key), len(x), SPECS[name][1])
             xs.append(x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
             ys.append(y)
             where.append(origin)

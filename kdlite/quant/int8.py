@@ -33,6 +33,7 @@ from torch import nn
 
 from .. import _checks as checks
 from ..device import named_input_errors
+from ..masks import remove_masks
 from .calibration import CalibrationData, calibration_inputs
 
 
@@ -70,7 +71,7 @@ def to_int8(
     histogram observer on the first ``num_batches`` batches of ``data`` (``calibration_data=``, its old name).
     BatchNorm is folded into the preceding convolution and ReLU fused with it. The returned module lives on the CPU
     and maps float inputs to float logits. Uses the engine in ``torch.backends.quantized.engine`` (``x86`` on
-    Intel/AMD CPUs).
+    Intel/AMD CPUs). A pruned model's masks are made permanent in the copy (pruned weights quantize to exact zeros).
 
     Size: ``kdlite.measure.model_size_bytes(int8_model)`` (about 4× smaller than float32). Accuracy:
     ``kdlite.evaluate(int8_model, test, device="cpu")`` (pass ``device``: the int8 model has no float
@@ -92,7 +93,7 @@ def to_int8(
         from torch.ao.quantization import get_default_qconfig_mapping
         from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-        float_model = copy.deepcopy(model).to(cpu).eval()
+        float_model = remove_masks(copy.deepcopy(model).to(cpu).eval())  # pruned weights: permanent zeros
         mapping = get_default_qconfig_mapping(torch.backends.quantized.engine)
         try:
             observed = prepare_fx(float_model, mapping, example_inputs=(inputs[0],))
@@ -111,10 +112,12 @@ def dynamic_int8(model: nn.Module) -> nn.Module:
     usual int8 path for transformers on a CPU, where the linear layers hold the weights and most of the work; the
     returned module maps float inputs (or token ids) to float outputs, like ``model``. Evaluate it with
     ``device="cpu"``. The deprecation warnings of ``torch.ao.quantization`` are silenced here, as in :func:`to_int8`.
+    A pruned model's masks are made permanent in the copy, as in :func:`to_int8`.
     """
     model = _float32_model(model, "dynamic_int8")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao, but works
         from torch.ao.quantization import quantize_dynamic
 
-        return quantize_dynamic(copy.deepcopy(model).cpu().eval(), {nn.Linear}, dtype=torch.qint8)
+        float_model = remove_masks(copy.deepcopy(model).cpu().eval())  # pruned weights: permanent zeros
+        return quantize_dynamic(float_model, {nn.Linear}, dtype=torch.qint8)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _checks as checks
+from ..masks import apply_masks, layer_mask, remove_masks
 from .affine import RANGES, fake_quantize, qparams
 from .calibration import ActQuant, CalibrationData, calibrate
 
@@ -35,10 +36,16 @@ def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     beta = bn.bias if bn.affine else torch.zeros_like(bn.running_var)
     g = gamma / torch.sqrt(bn.running_var + bn.eps)
     bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    folded = copy.deepcopy(conv)
+    folded = remove_masks(copy.deepcopy(conv))  # a pruned conv: fold W ⊙ M, then mask again (below)
     folded.weight.copy_(conv.weight * g.reshape(-1, 1, 1, 1))
     folded.bias = nn.Parameter(g * (bias - bn.running_mean) + beta)
-    return folded
+    return _masked_like(folded, conv)
+
+
+def _masked_like(new: nn.Module, old: nn.Module) -> nn.Module:
+    """``new`` pruned with ``old``'s mask, if ``old`` was pruned (so that fine-tuning keeps the zeros)."""
+    mask = layer_mask(old)
+    return new if mask is None else apply_masks(new, {"": mask})
 
 
 def _fold_children(module: nn.Module) -> None:
@@ -144,11 +151,13 @@ class QuantLinear(nn.Linear):
 
 
 def _swap(module: nn.Module, **kwargs) -> None:
+    """Swap every Conv2d and Linear below ``module`` for its Quant layer; a pruned one keeps its mask."""
     for name, child in module.named_children():
-        if type(child) is nn.Conv2d:
-            setattr(module, name, QuantConv2d.from_float(child, **kwargs))
-        elif type(child) is nn.Linear:
-            setattr(module, name, QuantLinear.from_float(child, **kwargs))
+        plain = remove_masks(copy.deepcopy(child)) if layer_mask(child) is not None else child
+        if type(plain) is nn.Conv2d:
+            setattr(module, name, _masked_like(QuantConv2d.from_float(plain, **kwargs), child))
+        elif type(plain) is nn.Linear:
+            setattr(module, name, _masked_like(QuantLinear.from_float(plain, **kwargs), child))
         else:
             _swap(child, **kwargs)
 
@@ -159,7 +168,9 @@ def prepare_qat(
     """A copy of ``model`` ready for quantization-aware training with ``kdlite.fit``: BatchNorm folded into
     the convolutions, every Conv2d/Linear swapped for a :class:`QuantConv2d`/:class:`QuantLinear` whose
     weights (``bits``, symmetric, per channel unless ``per_channel=False``) and inputs (``act_bits``,
-    default ``bits``) are fake-quantized. The activation ranges start from the first training batch."""
+    default ``bits``) are fake-quantized. The activation ranges start from the first training batch. A pruned
+    layer keeps its mask (``W = W_orig ⊙ M``, then fake-quantized), so QAT fine-tuning keeps the pruned weights at
+    zero."""
     bits, act_bits = checks.bits(bits), None if act_bits is None else checks.bits(act_bits, "act_bits")
     model = fold_all_batchnorm(model)
     _swap(model, bits=bits, act_bits=act_bits, per_channel=per_channel)
