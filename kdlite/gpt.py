@@ -69,6 +69,8 @@ class GPT(nn.Module):
     ``model(idx)`` maps ids (B, T), T ≤ block_size, to logits (B, T, vocab_size); ``model.generate(idx, n)``
     continues ``idx`` by ``n`` sampled tokens. Weights start as in GPT-2: normal with standard deviation 0.02,
     biases zero. ``GPT(65, 128, 4, 4, 128)`` is a character-level Tiny Shakespeare model of 0.8 M parameters.
+    Ids outside ``0 .. vocab_size − 1`` raise a ValueError in ``generate`` and in a forward pass on the CPU (on CUDA
+    the forward pass does not check: the check would wait for the GPU at every training step).
     """
 
     def __init__(self, vocab_size: int, block_size: int, n_layer: int, n_head: int, n_embd: int,
@@ -89,7 +91,7 @@ class GPT(nn.Module):
         self.apply(_gpt2_init)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        _check_idx(idx, self.block_size)
+        _check_idx(idx, self.block_size, None if idx.is_cuda else self.tok_emb.num_embeddings)  # no sync on CUDA
         positions = torch.arange(idx.shape[1], device=idx.device)
         x = self.drop(self.tok_emb(idx.long()) + self.pos_emb(positions))
         return self.head(self.ln_f(self.blocks(x)))
@@ -104,16 +106,16 @@ class GPT(nn.Module):
         (a ``torch.Generator`` on ``idx``'s device) for reproducible text. Runs in eval mode, without gradients,
         and leaves the model's train/eval mode as it found it.
         """
-        _check_idx(idx, None)
+        _check_idx(idx, None, self.tok_emb.num_embeddings)
         max_new_tokens = checks.integer(max_new_tokens, "max_new_tokens", 0)
         temperature = checks.temperature(temperature)
         top_k = None if top_k is None else checks.integer(top_k, "top_k", 1)
         with eval_mode(self):
             for _ in range(max_new_tokens):
                 logits = self(idx[:, -self.block_size :])[:, -1, :].float() / temperature
-                if top_k is not None and top_k < logits.shape[-1]:
-                    kth = logits.topk(top_k, dim=-1).values[:, -1:]
-                    logits = logits.masked_fill(logits < kth, -float("inf"))
+                if top_k is not None and top_k < logits.shape[-1]:  # exactly top_k kept, even among ties
+                    top = logits.topk(top_k, dim=-1)
+                    logits = torch.full_like(logits, -float("inf")).scatter(-1, top.indices, top.values)
                 next_token = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
                 idx = torch.cat([idx, next_token], dim=1)
         return idx
@@ -132,8 +134,9 @@ def _check_heads(n_embd: int, n_head: int) -> None:
                          f"n_embd={n_embd}, n_head={n_head}")
 
 
-def _check_idx(idx, block_size: int | None) -> None:
-    """Token ids (B, T) of an integer dtype, T ≥ 1 and (unless ``block_size`` is None) T ≤ block_size."""
+def _check_idx(idx, block_size: int | None, vocab_size: int | None = None) -> None:
+    """Token ids (B, T) of an integer dtype, T ≥ 1, (unless ``block_size`` is None) T ≤ block_size and (unless
+    ``vocab_size`` is None: on CUDA, where the check would wait for the GPU at every step) 0 ≤ id < vocab_size."""
     checks.tensor(idx, "idx", floating=False)
     integer_ids = not (idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool)
     if idx.dim() != 2 or idx.shape[1] == 0 or not integer_ids:
@@ -142,3 +145,5 @@ def _check_idx(idx, block_size: int | None) -> None:
     if block_size is not None and idx.shape[1] > block_size:
         raise ValueError(f"idx has {idx.shape[1]} tokens per row; the model's block_size is {block_size} (crop the "
                          f"context to its last {block_size} tokens, as generate does)")
+    if vocab_size is not None:
+        checks.id_range(idx, vocab_size, "idx", "vocab_size")

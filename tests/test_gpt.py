@@ -208,3 +208,22 @@ def test_fit_and_evaluate_count_every_token():
     ev = kdlite.evaluate(model, batches)
     assert ev["accuracy"] == pytest.approx(correct / len(y)) and ev["n"] == len(y)
     assert ev["loss"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-5)
+
+
+def test_generate_top_k_keeps_exactly_k_tokens_even_among_ties():
+    model = GPT(10, 4, 1, 1, 8)
+    with torch.no_grad():
+        model.head.weight.zero_()  # every logit equal: ten tokens tied for first place
+    seen = set(model.generate(torch.zeros((64, 1), dtype=torch.long), 1, top_k=3,
+                              generator=torch.Generator().manual_seed(0))[:, 1].tolist())
+    assert len(seen) <= 3, seen
+
+
+@pytest.mark.parametrize("bad", [[[3, 12, 1]], [[-1, 2]]])
+def test_token_ids_outside_the_vocabulary_are_refused(bad):
+    model, idx = GPT(12, 8, 1, 2, 8), torch.tensor(bad)
+    for call in (lambda: model(idx), lambda: model.generate(idx, 2)):
+        with pytest.raises(ValueError, match=r"idx must hold ids from 0 to vocab_size − 1 = 11; got ids from"):
+            call()
+    with pytest.raises(ValueError, match=r"ids must hold ids from 0 to len\(vocab\) − 1 = 11; got ids from"):
+        decode(idx, list("abcdefghijkl"))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .._checks import integer, tensor
+from .._checks import id_range, integer, tensor
 from ..device import get_device
 
 TEXTS = {"tinyshakespeare": "tinyshakespeare.txt"}
@@ -36,7 +36,9 @@ def encode(text: str, vocab: Sequence[str]) -> torch.Tensor:
 
 def decode(ids: torch.Tensor, vocab: Sequence[str]) -> str:
     """The text whose character ids are ``ids`` (a 1-D tensor or list of ints): ``"".join(vocab[i] for i in ids)``."""
-    return "".join(vocab[i] for i in torch.as_tensor(ids).reshape(-1).tolist())
+    ids = torch.as_tensor(ids).reshape(-1)
+    id_range(ids, len(vocab), "ids", "len(vocab)")
+    return "".join(vocab[i] for i in ids.tolist())
 
 
 def load_text(name: str = "tinyshakespeare") -> tuple[torch.Tensor, torch.Tensor, list[str]]:
