@@ -635,3 +635,16 @@ def test_share_weights_keeps_pruned_weights_at_zero_through_training():
     assert not torch.equal(before, shared[0].parametrizations.weight[-1].centroids)  # the centroids trained
     for m, z in zip((shared[0], shared[2]), zeros, strict=True):
         assert bool((m.weight[z] == 0).all())  # and the pruned weights stayed pruned
+
+
+def test_quantize_ptq_calibrates_a_language_model_on_token_ids():
+    from kdlite.data import TextLoader
+
+    torch.manual_seed(0)
+    ids = torch.randint(11, (500,))
+    model = GPT(11, 16, 1, 2, 16).eval()
+    q = Q.quantize_ptq(model, TextLoader(ids, 16, 8, 4, device="cpu"), bits=8)
+    assert all(isinstance(m, Q.QuantLinear) for m in q.modules() if isinstance(m, nn.Linear))
+    x = ids[:32].view(2, 16)
+    with torch.no_grad():  # 8-bit weights and activations: close to the float model
+        assert (q(x) - model(x)).abs().max() < 0.05 * model(x).abs().max()

@@ -23,10 +23,11 @@ CalibrationData = torch.Tensor | TensorDataset | Iterable[torch.Tensor | Sequenc
 
 
 def calibration_inputs(
-    data: CalibrationData, num_batches: int, device: torch.device, name: str = "data"
+    data: CalibrationData, num_batches: int, device: torch.device, name: str = "data", token_ids: bool = False
 ) -> Iterator[torch.Tensor]:
     """The inputs of the first ``num_batches`` batches of ``data``, on ``device``, each checked to be a non-empty,
-    finite floating-point tensor (``name``: the argument ``data`` came in as, for the messages).
+    finite floating-point tensor, or with ``token_ids=True`` (a model with an ``nn.Embedding``) also integer ids
+    (``name``: the argument ``data`` came in as, for the messages).
 
     ``data`` is a tensor (one batch of inputs), or anything ``kdlite.data.as_batches`` takes (a ``TensorDataset``,
     a loader, an iterable of batches), in order, in batches of 256; a batch is a tensor or an ``(x, y, ...)``
@@ -40,7 +41,7 @@ def calibration_inputs(
         if n == num_batches:
             return
         x = batch if isinstance(batch, torch.Tensor) else batch[0]
-        checks.tensor(x, "inputs", nonempty=True, where=f"{name} batch {n}: calibration ")
+        checks.tensor(x, "inputs", floating=not token_ids, nonempty=True, where=f"{name} batch {n}: calibration ")
         checks.finite(x, f"{name} batch {n}: calibration inputs")
         yield x.to(device)
         n += 1
@@ -100,6 +101,11 @@ class ActQuant(nn.Module):
         return f"bits={self.bits}, lo={self.lo.item():.4g}, hi={self.hi.item():.4g}"
 
 
+def _reads_ids(model: nn.Module) -> bool:
+    """Does ``model`` read token ids (it has an ``nn.Embedding``, as a language model does)?"""
+    return any(isinstance(m, nn.Embedding) for m in model.modules())
+
+
 @torch.no_grad()
 def calibrate(
     model: nn.Module,
@@ -109,7 +115,8 @@ def calibrate(
     percentile: float = 99.99,
 ) -> nn.Module:
     """Set the range [lo, hi] of every :class:`ActQuant` in ``model`` from its float inputs over the first
-    ``num_batches`` batches of ``data`` (a tensor, a TensorDataset or an iterable of batches). In place.
+    ``num_batches`` batches of ``data`` (a tensor, a TensorDataset or an iterable of batches; token ids for a
+    model with an ``nn.Embedding``, such as ``kdlite.models.GPT`` with a ``TextLoader``). In place.
 
     ``method`` as in :func:`qparams`: "minmax" (the running min and max), "percentile" (clip the rarest
     ``100 - percentile`` % at each end) or "histogram" (the clip with the least quantization MSE). The last two
@@ -130,7 +137,7 @@ def calibrate(
         q.observing = True
     try:
         with eval_mode(model):
-            for x in calibration_inputs(data, num_batches, device):
+            for x in calibration_inputs(data, num_batches, device, token_ids=_reads_ids(model)):
                 with named_input_errors(model, x, "calibration"):
                     model(x)
     finally:
