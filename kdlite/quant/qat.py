@@ -22,7 +22,8 @@ from .calibration import ActQuant, CalibrationData, calibrate
 @torch.no_grad()
 def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """A new Conv2d equal to ``bn(conv(x))`` in eval mode: with γ̃ = γ / sqrt(σ² + ε),
-    W' = γ̃ · W (per output channel) and b' = γ̃ · (b − μ) + β."""
+    W' = γ̃ · W (per output channel) and b' = γ̃ · (b − μ) + β. A pruned conv's W is W_orig ⊙ M; the folded conv
+    keeps the mask M."""
     if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.BatchNorm2d):
         raise TypeError(
             f"expected (nn.Conv2d, nn.BatchNorm2d); got ({type(conv).__name__}, {type(bn).__name__})"
@@ -39,7 +40,8 @@ def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     folded = remove_masks(copy.deepcopy(conv))  # a pruned conv: fold W ⊙ M, then mask again (below)
     folded.weight.copy_(conv.weight * g.reshape(-1, 1, 1, 1))
     folded.bias = nn.Parameter(g * (bias - bn.running_mean) + beta)
-    return _masked_like(folded, conv)
+    mask = layer_mask(conv)
+    return folded if mask is None else apply_masks(folded, {"": mask})
 
 
 def _masked_like(new: nn.Module, old: nn.Module) -> nn.Module:
