@@ -222,6 +222,13 @@ def test_random_crop_needs_images():
         kdata.random_crop(torch.zeros(4, 40), 2)
 
 
+@pytest.mark.parametrize("padding", [-2, 1.5, "2"])
+def test_random_crop_needs_a_non_negative_int_padding(padding):
+    with pytest.raises(ValueError, match=r"padding must be an int >= 0 \(pixels of shift\); got"):
+        kdata.random_crop(torch.zeros(2, 1, 4, 4), padding)
+    assert torch.equal(kdata.random_crop(torch.ones(2, 1, 4, 4), 0), torch.ones(2, 1, 4, 4))  # 0: no shift
+
+
 def test_deviceloader_gives_the_same_training_as_dataloader():
     """Same batches in the same order -> the same weights, to float precision."""
     train, _ = load_dataset("digits", subset=256)

@@ -23,7 +23,7 @@ def random_crop(x: torch.Tensor, padding: int = 4) -> torch.Tensor:
     """
     if x.dim() != 4:
         raise ValueError(f"random_crop expects a batch of images (N, C, H, W); got shape {tuple(x.shape)}")
-    if padding <= 0:
+    if integer(padding, "padding", 0, what="an int >= 0 (pixels of shift)") == 0:
         return x
     n, c, h, w = x.shape
     xp = torch.nn.functional.pad(x, (padding, padding, padding, padding))
