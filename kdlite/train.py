@@ -204,6 +204,9 @@ def fit(
     """Train ``model`` for ``epochs`` epochs; return a :class:`History` (``train_loss``, ``train_accuracy``, and
     ``val_loss``, ``val_accuracy`` when ``val`` is given, ``lr``, ``time``).
 
+    Each epoch calls ``model.train()``, which puts every submodule in train mode, as a plain PyTorch loop does: a
+    part you want frozen in eval mode (a BatchNorm's statistics) needs its own step or ``after_step`` to say so.
+
     Args:
         model: any module returning logits.
         train: an iterable of ``(x, y, ...)`` batches; a ``TensorDataset`` is wrapped in a shuffling
