@@ -205,7 +205,8 @@ def fit(
     ``val_loss``, ``val_accuracy`` when ``val`` is given, ``lr``, ``time``).
 
     Each epoch calls ``model.train()``, which puts every submodule in train mode, as a plain PyTorch loop does: a
-    part you want frozen in eval mode (a BatchNorm's statistics) needs its own step or ``after_step`` to say so.
+    part you want kept in eval mode (a BatchNorm's frozen statistics) needs a ``step`` that sets it back to eval
+    before its forward pass.
 
     Args:
         model: any module returning logits.
