@@ -124,6 +124,13 @@ def id_range(ids: torch.Tensor, n: int, name: str, bound: str) -> None:
                          f"{ids.max().item()}")
 
 
+def index_bytes(b: int, largest: int) -> None:
+    """``b`` bytes can hold an index as large as ``largest``."""
+    if 256**b <= largest:
+        raise ValueError(f"index_bytes={b} stores indices up to {256**b - 1}; this CSR needs {largest} (column "
+                         f"indices and row pointers); expected index_bytes >= {math.ceil(math.log2(largest + 1) / 8)}")
+
+
 def logit_pair(student_logits, teacher_logits) -> None:
     float_tensor("student_logits", student_logits)
     float_tensor("teacher_logits", teacher_logits)

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
+from . import _checks as checks
 from ._checks import fraction, integer
 from .masks import (
     PRUNABLE,
@@ -282,6 +283,8 @@ def sparse_storage_bytes(
         bitmask = ceil(numel / 8) + nnz · b_v          (one bit per position, then the non-zero values)
         csr     = nnz · (b_v + b_i) + (rows + 1) · b_i  (values, column indices, row pointers)
 
+    ``b_i`` must be able to hold the largest column index and row pointer (``nnz``): else a ValueError.
+
     with ``rows = shape[0]`` (a conv weight is seen as ``out_channels × (in · kh · kw)``). For a model, the
     prunable (Linear, Conv) weights are stored in ``format`` and every other tensor of the state (biases,
     BatchNorm) dense; masks and the pre-mask weights are not counted.
@@ -306,4 +309,5 @@ def sparse_storage_bytes(
         return numel * b_v
     if format == "bitmask":
         return math.ceil(numel / 8) + nnz * b_v
+    checks.index_bytes(index_bytes, max(numel // max(rows, 1) - 1, nnz))  # the largest column or row pointer
     return nnz * (b_v + index_bytes) + (rows + 1) * index_bytes

@@ -419,6 +419,16 @@ def test_sparse_storage_bytes_by_hand():
         sparse_storage_bytes([1, 2])
 
 
+def test_csr_indices_must_fit_their_bytes():
+    w = torch.zeros(2, 300)
+    w[0, 299] = 1.0  # column index 299 needs two bytes
+    assert sparse_storage_bytes(w, "csr", index_bytes=2) == 1 * (4 + 2) + 3 * 2
+    with pytest.raises(ValueError, match=r"index_bytes=1 stores indices up to 255; this CSR needs 299 .* >= 2"):
+        sparse_storage_bytes(w, "csr", index_bytes=1)
+    dense = torch.ones(1, 200)  # 200 non-zeros: the row pointer reaches 200, column indices 199: one byte is enough
+    assert sparse_storage_bytes(dense, "csr", index_bytes=1) == 200 * 5 + 2
+
+
 def test_sparse_storage_bytes_of_a_model_by_hand():
     model = _mlp()
     masks = magnitude_prune(model, 0.75, scope="layer")

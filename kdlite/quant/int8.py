@@ -67,8 +67,9 @@ def to_int8(
 ) -> nn.Module:
     """A copy of ``model`` that runs real int8 kernels on the CPU (static quantization, FX graph mode).
 
-    Weights: int8, symmetric, per output channel. Activations: uint8, per tensor, their ranges set by a
-    histogram observer on the first ``num_batches`` batches of ``data`` (``calibration_data=``, its old name).
+    Weights: int8, symmetric, per output channel. Activations: uint8, per tensor, 0..127 only (the x86 default's
+    ``reduce_range``, against overflow in 16-bit sums on CPUs without VNNI), their ranges set by a histogram
+    observer on the first ``num_batches`` batches of ``data`` (``calibration_data=``, its old name).
     BatchNorm is folded into the preceding convolution and ReLU fused with it. The returned module lives on the CPU
     and maps float inputs to float logits. Uses the engine in ``torch.backends.quantized.engine`` (``x86`` on
     Intel/AMD CPUs). A pruned model's masks are made permanent in the copy (pruned weights quantize to exact zeros).
