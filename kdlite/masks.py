@@ -13,6 +13,7 @@ understand both. :func:`semi_structured_mask` is the N:M (2:4) mask: n kept in e
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -150,6 +151,19 @@ def _bake_mask(layer: nn.Module) -> None:
     del layer.parametrizations
     layer.__class__ = type(layer).__bases__[0]
     layer.weight = original
+
+
+@torch.no_grad()
+def copy_model(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy(model)``, also for a model pruned with ``torch.nn.utils.prune``: such a layer keeps its
+    weight as ``W_orig ⊙ M`` computed with autograd history, which torch cannot deepcopy, so that product is first
+    recomputed without history (the same values; torch recomputes it before every forward pass anyway)."""
+    for m in model.modules():
+        for name, _ in list(m.named_parameters(recurse=False)):
+            base = name.removesuffix("_orig")
+            if base != name and hasattr(m, base + "_mask"):  # torch.nn.utils.prune: W = W_orig ⊙ M
+                setattr(m, base, getattr(m, name) * getattr(m, base + "_mask"))
+    return copy.deepcopy(model)
 
 
 @torch.no_grad()

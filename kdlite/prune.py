@@ -12,7 +12,6 @@ Structured (channel) pruning, which makes the layers physically smaller, is :fun
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -25,6 +24,7 @@ from .masks import (
     PRUNABLE,
     WeightMask,
     apply_masks,
+    copy_model,
     layer_mask,
     mask_of,
     prunable_layers,
@@ -40,6 +40,7 @@ __all__ = [
     "WeightMask",
     "apply_masks",
     "channel_prune",
+    "copy_model",
     "gradual_schedule",
     "iterative_prune",
     "layer_mask",
@@ -261,7 +262,7 @@ def sensitivity_scan(
     for name in prunable_layers(model, modules):
         accs = []
         for amount in amounts:
-            pruned = copy.deepcopy(model)
+            pruned = copy_model(model)
             magnitude_prune(pruned, amount, scope="layer", modules=[name])
             accs.append(evaluate(pruned, data)["accuracy"])
         result[name] = accs

@@ -16,7 +16,6 @@ raises an error that names it.
 
 from __future__ import annotations
 
-import copy
 import operator
 import warnings
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from torch import fx, nn
 
 from ._checks import fraction
 from .device import eval_mode
-from .masks import PRUNABLE, remove_masks
+from .masks import PRUNABLE, copy_model, remove_masks
 
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 CHANNELWISE = (
@@ -176,7 +175,7 @@ def channel_prune(
     except RuntimeError as err:
         raise ValueError(f"example_input of shape {tuple(example_input.shape)} does not fit the model: "
                          f"{str(err).splitlines()[0]}") from None
-    pruned = remove_masks(copy.deepcopy(model))
+    pruned = remove_masks(copy_model(model))
     try:
         graph = fx.symbolic_trace(pruned).graph
     except Exception as err:  # tracing fails on data-dependent control flow

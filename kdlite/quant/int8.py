@@ -25,7 +25,6 @@ is the one place to port to PT2E.
 
 from __future__ import annotations
 
-import copy
 import warnings
 
 import torch
@@ -33,7 +32,7 @@ from torch import nn
 
 from .. import _checks as checks
 from ..device import named_input_errors
-from ..masks import remove_masks
+from ..masks import copy_model, remove_masks
 from .calibration import CalibrationData, calibration_inputs
 
 
@@ -94,7 +93,7 @@ def to_int8(
         from torch.ao.quantization import get_default_qconfig_mapping
         from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-        float_model = remove_masks(copy.deepcopy(model).to(cpu).eval())  # pruned weights: permanent zeros
+        float_model = remove_masks(copy_model(model).to(cpu).eval())  # pruned weights: permanent zeros
         mapping = get_default_qconfig_mapping(torch.backends.quantized.engine)
         try:
             observed = prepare_fx(float_model, mapping, example_inputs=(inputs[0],))
@@ -120,5 +119,5 @@ def dynamic_int8(model: nn.Module) -> nn.Module:
         warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao, but works
         from torch.ao.quantization import quantize_dynamic
 
-        float_model = remove_masks(copy.deepcopy(model).cpu().eval())  # pruned weights: permanent zeros
+        float_model = remove_masks(copy_model(model).cpu().eval())  # pruned weights: permanent zeros
         return quantize_dynamic(float_model, {nn.Linear}, dtype=torch.qint8)

@@ -7,14 +7,12 @@ and its input (unsigned, an ``ActQuant``), after folding BatchNorm into the conv
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .. import _checks as checks
-from ..masks import apply_masks, layer_mask, remove_masks
+from ..masks import apply_masks, copy_model, layer_mask, remove_masks
 from .affine import RANGES, fake_quantize, qparams
 from .calibration import ActQuant, CalibrationData, calibrate
 
@@ -37,7 +35,7 @@ def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     beta = bn.bias if bn.affine else torch.zeros_like(bn.running_var)
     g = gamma / torch.sqrt(bn.running_var + bn.eps)
     bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    folded = remove_masks(copy.deepcopy(conv))  # a pruned conv: fold W ⊙ M, then mask again (below)
+    folded = remove_masks(copy_model(conv))  # a pruned conv: fold W ⊙ M, then mask again (below)
     folded.weight.copy_(conv.weight * g.reshape(-1, 1, 1, 1))
     folded.bias = nn.Parameter(g * (bias - bn.running_mean) + beta)
     mask = layer_mask(conv)
@@ -74,7 +72,7 @@ def _fold_children(module: nn.Module) -> None:
 
 def fold_all_batchnorm(model: nn.Module) -> nn.Module:
     """A copy of ``model`` (CNN, ResNet, ...) with every conv–BatchNorm pair folded into one conv."""
-    model = copy.deepcopy(model)
+    model = copy_model(model)
     _fold_children(model)
     return model
 
@@ -155,7 +153,7 @@ class QuantLinear(nn.Linear):
 def _swap(module: nn.Module, **kwargs) -> None:
     """Swap every Conv2d and Linear below ``module`` for its Quant layer; a pruned one keeps its mask."""
     for name, child in module.named_children():
-        plain = remove_masks(copy.deepcopy(child)) if layer_mask(child) is not None else child
+        plain = remove_masks(copy_model(child)) if layer_mask(child) is not None else child
         if type(plain) is nn.Conv2d:
             setattr(module, name, _masked_like(QuantConv2d.from_float(plain, **kwargs), child))
         elif type(plain) is nn.Linear:

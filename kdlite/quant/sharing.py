@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
 from .. import _checks as checks
-from ..masks import PRUNABLE
+from ..masks import PRUNABLE, copy_model
 
 
 @torch.no_grad()
@@ -75,7 +73,7 @@ def share_weights(model: nn.Module, bits: int, iters: int = 50) -> nn.Module:
     :class:`SharedWeight` parametrization; ``kdlite.fit(model, ...)`` then fine-tunes the centroids.
     ``torch.nn.utils.parametrize.remove_parametrizations(layer, "weight")`` bakes them in."""
     bits = checks.bits(bits)
-    model = copy.deepcopy(checks.module(model))
+    model = copy_model(checks.module(model))
     for name, m in model.named_modules():
         if isinstance(m, PRUNABLE):
             w = m.weight.detach()

@@ -13,13 +13,12 @@ rounded, where the layer's inputs let the other weights absorb it.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
 from .. import _checks as checks
+from ..masks import copy_model
 from .affine import fake_quantize, qparams
 
 
@@ -49,7 +48,7 @@ def group_quantize_model(model: nn.Module, bits: int, group_size: int | None = N
     (``W = W_orig ⊙ M``) gets ``W_orig = group_quantize(W)``, so it stays pruned and its scales come from the kept
     weights. A ``group_size`` that does not divide a layer's row length raises an error naming the layer, or, with
     ``per_row_fallback=True``, gives that layer one scale per row (:func:`per_row_layers` names those layers)."""
-    model, bits = copy.deepcopy(checks.module(model)), checks.bits(bits)
+    model, bits = copy_model(checks.module(model)), checks.bits(bits)
     fallback = set(per_row_layers(model, group_size)) if per_row_fallback else set()
     for name, layer in model.named_modules():
         if isinstance(layer, nn.Linear):
