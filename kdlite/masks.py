@@ -122,6 +122,13 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Modul
     return model
 
 
+def masked_like(new: nn.Module, old: nn.Module) -> nn.Module:
+    """``new`` (a layer replacing ``old``) pruned with ``old``'s mask if ``old`` was pruned, so that fine-tuning
+    keeps the same weights at zero; returns ``new``."""
+    mask = layer_mask(old)
+    return new if mask is None else apply_masks(new, {"": mask})
+
+
 def sparsity(model: nn.Module) -> dict[str, float]:
     """Fraction of exactly-zero weights among the prunable (Linear and Conv) weights: ``"overall"`` and one
     entry per layer name. Works for unpruned models and for those pruned with ``torch.nn.utils.prune``; a model

@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 from torch.utils.data import TensorDataset
 
-from kdlite.masks import copy_model, layer_mask, remove_masks, sparsity
+from kdlite.masks import copy_model, layer_mask, masked_like, remove_masks, sparsity
 from kdlite.models import CNN, GPT, MLP
 from kdlite.prune import magnitude_prune
 from kdlite.quant import QuantConv2d, QuantLinear, dynamic_int8, fold_batchnorm, prepare_qat, quantize_ptq, to_int8
@@ -144,3 +144,11 @@ def test_dynamic_int8_of_a_pruned_gpt(how):
     assert not [n for n, m in q.named_modules() if type(m) is nn.Linear or layer_mask(m) is not None]
     idx = torch.randint(11, (2, 8))
     torch.testing.assert_close(q(idx), dynamic_int8(remove_masks(copy_model(model)))(idx))
+
+
+def test_masked_like_copies_a_mask_and_leaves_an_unpruned_layer_alone():
+    old, new, plain = nn.Linear(6, 4), nn.Linear(6, 4), nn.Linear(6, 4)
+    magnitude_prune(old, 0.5)
+    assert torch.equal(layer_mask(masked_like(new, old)), layer_mask(old))
+    assert torch.equal(new.weight != 0, layer_mask(old))  # the same weights are zero
+    assert masked_like(plain, nn.Linear(6, 4)) is plain and layer_mask(plain) is None

@@ -80,6 +80,11 @@ def _exercise_as_markdown(text: str) -> str:
     return EXERCISE.sub(plain, text)
 
 
+def _check_cells(nb: nbformat.NotebookNode) -> dict[str, str]:
+    """The sources of the notebook's check cells, by the exercise ids they check."""
+    return {ex: c.source for c in nb.cells if c.cell_type == "code" for ex in CHECK.findall(c.source)}
+
+
 def _answer_cells(text: str, checked: set[str]) -> list[nbformat.NotebookNode]:
     """A code cell and a *Your answer* cell, tagged ``answer``, for each exercise in ``text`` without a check."""
     cells = []
@@ -113,7 +118,7 @@ def _plain_citations(text: str) -> str:
 def student_notebook(path: Path) -> nbformat.NotebookNode:
     """The student edition of the chapter notebook at ``path``."""
     nb = nbformat.read(path, as_version=4)
-    checked = {ex for c in nb.cells if c.cell_type == "code" for ex in CHECK.findall(c.source)}
+    checked = set(_check_cells(nb))
     cells, inside, closing = [], False, False
     for cell in nb.cells:
         if cell.cell_type == "code":
@@ -158,6 +163,7 @@ def write_student_edition(out: Path, notebooks: list[Path]) -> list[Path]:
 
 
 RELOAD = "import importlib, kdlite.checks\nchecks = importlib.reload(kdlite.checks)  # the grader's line\n"
+UNSET = ("KDLITE_RESULTS", "KDLITE_FIGURES", "KDLITE_SEEDS")  # while grading: no records, the scale's own seeds
 
 
 def chapter_of(path: Path) -> Path | None:
@@ -170,8 +176,7 @@ def chapter_of(path: Path) -> Path | None:
 
 def official_checks(chapter: Path) -> dict[str, str]:
     """The chapter's own check cells, by exercise id."""
-    nb = nbformat.read(chapter, as_version=4)
-    return {ex: c.source for c in nb.cells if c.cell_type == "code" for ex in CHECK.findall(c.source)}
+    return _check_cells(nbformat.read(chapter, as_version=4))
 
 
 def grade(path: Path, scale: str = "smoke", timeout: int = 1200) -> dict:
@@ -189,9 +194,9 @@ def grade(path: Path, scale: str = "smoke", timeout: int = 1200) -> dict:
         if found and found[0] in official:
             cell.source = RELOAD + official[found[0]]
     env = {"KDLITE_SCALE": scale, "KDLITE_PROGRESS": "0", "MPLBACKEND": "Agg"}
-    old = {k: os.environ.get(k) for k in [*env, "KDLITE_RESULTS", "KDLITE_FIGURES", "KDLITE_SEEDS"]}
+    old = {k: os.environ.get(k) for k in [*env, *UNSET]}
     os.environ.update(env)
-    for k in ("KDLITE_RESULTS", "KDLITE_FIGURES", "KDLITE_SEEDS"):  # no records written, the scale's own seeds
+    for k in UNSET:
         os.environ.pop(k, None)
     try:
         NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,

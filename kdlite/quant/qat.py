@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _checks as checks
-from ..masks import apply_masks, copy_model, layer_mask, remove_masks
+from ..masks import copy_model, layer_mask, masked_like, remove_masks
 from .affine import RANGES, fake_quantize, qparams
 from .calibration import ActQuant, CalibrationData, calibrate
 
@@ -38,14 +38,7 @@ def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     folded = remove_masks(copy_model(conv))  # a pruned conv: fold W ⊙ M, then mask again (below)
     folded.weight.copy_(conv.weight * g.reshape(-1, 1, 1, 1))
     folded.bias = nn.Parameter(g * (bias - bn.running_mean) + beta)
-    mask = layer_mask(conv)
-    return folded if mask is None else apply_masks(folded, {"": mask})
-
-
-def _masked_like(new: nn.Module, old: nn.Module) -> nn.Module:
-    """``new`` pruned with ``old``'s mask, if ``old`` was pruned (so that fine-tuning keeps the zeros)."""
-    mask = layer_mask(old)
-    return new if mask is None else apply_masks(new, {"": mask})
+    return masked_like(folded, conv)
 
 
 def _fold_children(module: nn.Module) -> None:
@@ -155,9 +148,9 @@ def _swap(module: nn.Module, **kwargs) -> None:
     for name, child in module.named_children():
         plain = remove_masks(copy_model(child)) if layer_mask(child) is not None else child
         if type(plain) is nn.Conv2d:
-            setattr(module, name, _masked_like(QuantConv2d.from_float(plain, **kwargs), child))
+            setattr(module, name, masked_like(QuantConv2d.from_float(plain, **kwargs), child))
         elif type(plain) is nn.Linear:
-            setattr(module, name, _masked_like(QuantLinear.from_float(plain, **kwargs), child))
+            setattr(module, name, masked_like(QuantLinear.from_float(plain, **kwargs), child))
         else:
             _swap(child, **kwargs)
 
