@@ -26,7 +26,7 @@ from torch import fx, nn
 
 from ._checks import fraction
 from .device import eval_mode
-from .masks import PRUNABLE, copy_model, remove_masks
+from .masks import PRUNABLE, apply_masks, copy_model, layer_mask, remove_masks
 
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 CHANNELWISE = (
@@ -146,7 +146,8 @@ def channel_prune(
     """A copy of ``model``, physically smaller: in every prunable Conv/Linear layer, the fraction ``amount``
     of output channels with the lowest importance is removed (``round(amount · C)`` of ``C``, keeping at
     least one), together with the matching BatchNorm entries and input channels of the next layer. ``model``
-    is not changed (masks from :func:`magnitude_prune` are made permanent in the copy first).
+    is not changed. A layer pruned with :func:`magnitude_prune` (or ``torch.nn.utils.prune``) keeps a mask in the
+    copy, over its surviving non-zero weights, so that fine-tuning the copy keeps the pruned weights at zero.
 
     ``importance``: ``"l1"`` or ``"l2"`` (the norm ``||W[c]||_p`` of each filter, from the unpruned
     weights), or a function ``weight -> one score per output channel``. The output shape on
@@ -175,6 +176,7 @@ def channel_prune(
     except RuntimeError as err:
         raise ValueError(f"example_input of shape {tuple(example_input.shape)} does not fit the model: "
                          f"{str(err).splitlines()[0]}") from None
+    masked = [name for name, layer in model.named_modules() if layer_mask(layer) is not None]
     pruned = remove_masks(copy_model(model))
     try:
         graph = fx.symbolic_trace(pruned).graph
@@ -216,6 +218,8 @@ def channel_prune(
         got = _eval_output(pruned, example_input).shape
     if got != expected:
         raise RuntimeError(f"channel_prune changed the output shape {tuple(expected)} to {tuple(got)}")
+    if masked:  # the pruned weights stay 0 in fine-tuning
+        apply_masks(pruned, {name: modules[name].weight != 0 for name in masked})
     return pruned
 
 

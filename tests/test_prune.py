@@ -388,6 +388,27 @@ def test_channel_prune_keeps_one_channel_and_bakes_masks():
     assert sparsity(model)["overall"] == pytest.approx(0.5, abs=0.02)  # the original keeps its masks
 
 
+@pytest.mark.parametrize("kind", ["kdlite", "torch"])
+def test_channel_prune_keeps_magnitude_masks_through_fine_tuning(kind):
+    """A magnitude-pruned model, channel-pruned: its surviving zeros are masked, so training keeps them at 0."""
+    torch.manual_seed(0)
+    model = CNN(1, 10, widths=(8, 8))
+    if kind == "kdlite":
+        magnitude_prune(model, 0.7)
+    else:
+        for layer in (m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))):
+            torch_prune.l1_unstructured(layer, "weight", 0.7)
+    x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
+    small = channel_prune(model, 0.25, x[:2])
+    layers = {name: m for name, m in small.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    zeros = {name: (m.weight == 0).clone() for name, m in layers.items()}
+    assert sum(int(z.sum()) for z in zeros.values()) > 0
+    fit(small, TensorDataset(x, y), 2, device="cpu", progress=False)
+    for name, m in layers.items():
+        assert torch.all(m.weight[zeros[name]] == 0), name  # no pruned weight came back
+        assert torch.any(m.weight[~zeros[name]] != 0)
+
+
 def test_channel_prune_unsupported_layers_raise_with_their_name():
     depthwise = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3, groups=8), nn.Flatten(),
                               nn.LazyLinear(4))
