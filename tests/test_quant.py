@@ -361,6 +361,30 @@ def test_to_int8_runs_quantized_kernels_close_to_float():
     assert evaluate(int8, torch.utils.data.TensorDataset(x, labels), device="cpu")["accuracy"] > 0.9
 
 
+def test_strip_qat_gives_plain_layers_with_the_trained_weights_and_to_int8_converts_a_qat_model():
+    torch.manual_seed(0)
+    model = randomise_batchnorm(CNN(1, 10, widths=(8, 16)))
+    x, y = torch.rand(128, 1, 8, 8), torch.randint(0, 10, (128,))
+    qat = Q.prepare_qat(model, bits=8)
+    fit(qat, torch.utils.data.TensorDataset(x, y), 1, device="cpu", progress=False)
+    plain = Q.strip_qat(qat)
+    assert not any(isinstance(m, (Q.QuantConv2d, Q.QuantLinear, Q.ActQuant)) for m in plain.modules())
+    assert any(isinstance(m, Q.QuantConv2d) for m in qat.modules())  # the QAT model is not changed
+    layers = lambda m: [mod for mod in m.modules() if isinstance(mod, (nn.Conv2d, nn.Linear))]  # noqa: E731
+    for q, p in zip(layers(qat), layers(plain), strict=True):
+        assert type(p) in (nn.Conv2d, nn.Linear) and torch.equal(p.weight, q.weight)  # the trained float weights
+    first = layers(plain)[0]  # computes the float formula, no fake quantizer left
+    assert torch.equal(first(x), F.conv2d(x, first.weight, first.bias, padding=first.padding))
+    qat.eval()
+    int8 = Q.to_int8(qat, x, num_batches=1)  # was a torch.fx TypeError before strip_qat
+    with torch.no_grad():
+        ref, out = qat(x), int8(x)
+    assert (out.argmax(1) == ref.argmax(1)).float().mean() > 0.9
+    assert (out - ref).abs().max() < 0.1 * ref.abs().max()
+    dyn = Q.dynamic_int8(Q.prepare_qat(MLP(64, 16, 10), bits=8).eval())
+    assert any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in dyn.modules())
+
+
 def test_dynamic_int8_quantizes_every_linear_of_a_copy_and_stays_close():
     torch.manual_seed(0)
     model = GPT(16, 8, 2, 2, 32)

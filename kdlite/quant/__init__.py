@@ -21,7 +21,7 @@ from . import affine, calibration, int8, qat, sharing, weight_only
 from .affine import StraightThrough, dequantize, fake_quantize, qparams, qrange, quantize, scale_zero_point
 from .calibration import ActQuant, CalibrationData, calibrate
 from .int8 import dynamic_int8, to_int8
-from .qat import QuantConv2d, QuantLinear, fold_all_batchnorm, fold_batchnorm, prepare_qat, quantize_ptq
+from .qat import QuantConv2d, QuantLinear, fold_all_batchnorm, fold_batchnorm, prepare_qat, quantize_ptq, strip_qat
 from .sharing import SharedWeight, kmeans_quantize, share_weights
 from .weight_only import gptq_quantize, group_quantize, group_quantize_model, per_row_layers
 
@@ -56,5 +56,6 @@ __all__ = [
     "quantize",
     "quantize_ptq",
     "share_weights",
+    "strip_qat",
     "to_int8",
 ]

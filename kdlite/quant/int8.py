@@ -32,8 +32,9 @@ from torch import nn
 
 from .. import _checks as checks
 from ..device import named_input_errors
-from ..masks import copy_model, remove_masks
+from ..masks import remove_masks
 from .calibration import CalibrationData, calibration_inputs
+from .qat import strip_qat
 
 
 def _float32_model(value, who: str) -> nn.Module:
@@ -72,6 +73,9 @@ def to_int8(
     BatchNorm is folded into the preceding convolution and ReLU fused with it. The returned module lives on the CPU
     and maps float inputs to float logits. Uses the engine in ``torch.backends.quantized.engine`` (``x86`` on
     Intel/AMD CPUs). A pruned model's masks are made permanent in the copy (pruned weights quantize to exact zeros).
+    A trained QAT model (:func:`prepare_qat`) converts from its float weights (:func:`strip_qat`): int8's own
+    per-channel weight scales and calibrated activation ranges replace its fake quantizers' (close to them at 8
+    bits; after QAT at fewer bits, int8 is the finer grid, not the grid it trained for).
 
     Size: ``kdlite.measure.model_size_bytes(int8_model)`` (about 4× smaller than float32). Accuracy:
     ``kdlite.evaluate(int8_model, test, device="cpu")`` (pass ``device``: the int8 model has no float
@@ -93,7 +97,7 @@ def to_int8(
         from torch.ao.quantization import get_default_qconfig_mapping
         from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-        float_model = remove_masks(copy_model(model).to(cpu).eval())  # pruned weights: permanent zeros
+        float_model = remove_masks(strip_qat(model).to(cpu).eval())  # pruned weights: permanent zeros
         mapping = get_default_qconfig_mapping(torch.backends.quantized.engine)
         try:
             observed = prepare_fx(float_model, mapping, example_inputs=(inputs[0],))
@@ -119,5 +123,5 @@ def dynamic_int8(model: nn.Module) -> nn.Module:
         warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao, but works
         from torch.ao.quantization import quantize_dynamic
 
-        float_model = remove_masks(copy_model(model).cpu().eval())  # pruned weights: permanent zeros
+        float_model = remove_masks(strip_qat(model).cpu().eval())  # pruned weights: permanent zeros
         return quantize_dynamic(float_model, {nn.Linear}, dtype=torch.qint8)

@@ -170,6 +170,28 @@ def prepare_qat(
     return model
 
 
+def strip_qat(model: nn.Module) -> nn.Module:
+    """A copy of a QAT model (from :func:`prepare_qat` or :func:`quantize_ptq`) with a plain Conv2d or Linear in
+    place of each QuantConv2d or QuantLinear, holding its trained float weights: the fake quantizers are gone, the
+    folded BatchNorm stays folded, a pruned layer keeps its mask. What :func:`to_int8` converts a trained QAT model
+    from; other layers are copied unchanged."""
+    model = copy_model(checks.module(model))
+    _unswap(model)
+    return model
+
+
+def _unswap(module: nn.Module) -> None:
+    for name, child in module.named_children():
+        if isinstance(child, (QuantConv2d, QuantLinear)):
+            layer = remove_masks(copy_model(child))  # a plain weight: W_orig ⊙ M where it was pruned
+            layer.__class__ = nn.Conv2d if isinstance(child, QuantConv2d) else nn.Linear  # its float forward
+            for attr in ("act", "bits", "per_channel"):  # what _add_quantizers added
+                delattr(layer, attr)
+            setattr(module, name, masked_like(layer, child))
+        else:
+            _unswap(child)
+
+
 def quantize_ptq(
     model: nn.Module,
     data: CalibrationData | None = None,
