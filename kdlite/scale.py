@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from .data import is_cached
-from .data.cache import torchvision_dataset
+from .data.cache import offline, torchvision_dataset
 
 SCALES = ("smoke", "cpu", "gpu")
 
@@ -96,10 +96,6 @@ def _seeds(text: str) -> tuple[int, ...]:
     return seeds
 
 
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
 @functools.cache
 def _reachable(name: str, timeout: float = 3.0) -> bool:
     """Whether the first server torchvision downloads ``name`` from accepts a connection within ``timeout`` seconds,
@@ -153,8 +149,8 @@ def scale(name: str | None = None) -> Scale:
         name = name.strip().lower()
     if name not in PRESETS:
         raise ValueError(f"{source} must be one of {', '.join(SCALES)}; got {name!r}")
-    s, offline = PRESETS[name], _flag("KDLITE_OFFLINE")
+    s = PRESETS[name]
     if os.environ.get("KDLITE_SEEDS", "").strip():
         s = replace(s, seeds=_seeds(os.environ["KDLITE_SEEDS"]))
-    (mnist, mnist_note), (images, images_note) = (_resolve(d, name, offline) for d in (s.mnist, s.images))
-    return replace(s, mnist=mnist, images=images, offline=offline, mnist_note=mnist_note, images_note=images_note)
+    (mnist, mnist_note), (images, images_note) = (_resolve(d, name, offline()) for d in (s.mnist, s.images))
+    return replace(s, mnist=mnist, images=images, offline=offline(), mnist_note=mnist_note, images_note=images_note)

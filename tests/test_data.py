@@ -82,6 +82,19 @@ def test_failed_download_is_clear_and_leaves_no_cache(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # and no partial download left behind
 
 
+def test_offline_flag_stops_downloads(tmp_path, monkeypatch):
+    def no_network(name, root):
+        raise AssertionError("KDLITE_OFFLINE=1 must not download")
+
+    monkeypatch.setattr(kcache, "_download", no_network)
+    monkeypatch.setenv("KDLITE_OFFLINE", "1")
+    with pytest.raises(kdata.DatasetDownloadError, match=r"'mnist' is not in the cache folder .* KDLITE_OFFLINE=1 is "
+                                                         r"set \(unset it to download\).*import a local copy"):
+        load_dataset("mnist", root=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    assert load_dataset("digits")[0].tensors[0].shape[1:] == (1, 8, 8)  # the offline datasets still load
+
+
 def test_cache_is_written_atomically_and_reused(tmp_path, monkeypatch):
     calls = []
 
@@ -162,7 +175,7 @@ def test_bad_batch_size(bad):
 
 
 def test_mismatched_tensors():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"tensors of the same length; got lengths \[5, 4\]"):
         DeviceLoader((torch.zeros(5, 2), torch.zeros(4)), 2)
 
 

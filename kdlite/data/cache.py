@@ -61,6 +61,11 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
     return Path(root or os.environ.get("KDLITE_DATA") or Path.home() / ".cache" / "kdlite").expanduser()
 
 
+def offline() -> bool:
+    """Whether ``KDLITE_OFFLINE`` is set (1, true, yes or on): then nothing is downloaded."""
+    return os.environ.get("KDLITE_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def is_cached(name: str, root: str | os.PathLike | None = None) -> bool:
     """Whether the downloadable dataset ``name`` has a cache file in the cache folder (not checked: see load)."""
     try:
@@ -112,13 +117,15 @@ def cache_note(name: str, root: str | os.PathLike | None = None) -> str:
 
 
 def cached(name: str, root: Path, download: bool) -> dict[str, torch.Tensor]:
-    """The arrays of ``name`` from ``root/NAME.pt``; downloads and caches them first if missing and ``download``."""
+    """The arrays of ``name`` from ``root/NAME.pt``; downloads and caches them first if missing, ``download`` is
+    true and ``KDLITE_OFFLINE`` is not set."""
     _not_a_file(root)
     path = root / f"{name}.pt"
-    if not path.exists() and not download:
+    if not path.exists() and (not download or offline()):
+        why = "KDLITE_OFFLINE=1 is set (unset it to download)" if download else "download=False"
         raise DatasetDownloadError(
-            f"dataset {name!r} is not in the cache folder {root} and download=False; pass download=True with a "
-            f"network, import a local copy ({REBUILD.format(name=name)}), or use an offline dataset: "
+            f"dataset {name!r} is not in the cache folder {root} and {why}; with a network, download it; without "
+            f"one, import a local copy ({REBUILD.format(name=name)}), or use an offline dataset: "
             f"{', '.join(OFFLINE_DATASETS)}")
     if not path.exists():
         root = _writable(root)

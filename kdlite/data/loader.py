@@ -82,7 +82,8 @@ class DeviceLoader:
             raise TypeError(f"dataset must be a TensorDataset or a tuple of tensors (e.g. from "
                             f"kdlite.load_dataset); got {type(dataset).__name__}")
         if not tensors or any(len(t) != len(tensors[0]) for t in tensors):
-            raise ValueError("dataset must hold one or more tensors of the same length")
+            raise ValueError(f"dataset must hold one or more tensors of the same length; got lengths "
+                             f"{[len(t) for t in tensors]}")
         self.device = torch.device(device) if device is not None else get_device()
         self.tensors = tuple(t.to(self.device) for t in tensors)
         self.batch_size, self.shuffle, self.augment, self.drop_last = batch_size, shuffle, augment, drop_last
