@@ -171,7 +171,7 @@ def same_batch(student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> None:
 # --- training data and models, for ``fit`` and ``evaluate``
 
 
-def all_labels(data, logits: torch.Tensor) -> None:
+def all_labels(data, logits: torch.Tensor, where: str = "the training data") -> None:
     """Every label of a loader that holds its tensors (a DeviceLoader), checked once: else torch's IndexError."""
     tensors = getattr(data, "tensors", None)
     if not tensors or len(tensors) < 2 or tensors[1].dim() != 1 or logits.dim() != 2:
@@ -180,7 +180,7 @@ def all_labels(data, logits: torch.Tensor) -> None:
     bad = (y < 0) | (y >= c)
     if not y.is_floating_point() and bad.any():
         i = int(bad.nonzero()[0])
-        raise ValueError(f"labels of the training data: sample {i} has label {int(y[i])}; expected class indices in "
+        raise ValueError(f"labels of {where}: sample {i} has label {int(y[i])}; expected class indices in "
                          f"[0, {c - 1}] (the model outputs {c} classes)")
 
 

@@ -78,7 +78,8 @@ def distill(
         cache_teacher: compute the teacher's logits once, on the un-augmented training set, and reuse them
             every epoch (they arrive as ``batch[-1]``). Only for a ``TensorDataset`` or a ``DeviceLoader``
             without ``augment``: with augmentation the teacher must see the student's view (Beyer et al.,
-            2022). Feature losses that tap the teacher need the live teacher.
+            2022). Feature losses that tap the teacher need the live teacher: a teacher with an open
+            ``FeatureTap`` raises ``ValueError``.
     """
     temperature, alpha = checks.temperature(temperature, MAX_TEMPERATURE), checks.weight("alpha", alpha, 0.0, 1.0)
     checks.student_and_teacher(student, teacher, shared_tensors(student, teacher))
@@ -174,7 +175,7 @@ def _make_step(teacher, temperature, alpha, extra_losses, cached, trained, steps
 @torch.no_grad()
 def _with_teacher_logits(teacher: nn.Module, train, device: torch.device) -> DeviceLoader:
     """A loader over the training set with the teacher's logits appended as the last tensor of every batch."""
-    train = _check_cacheable(train)
+    train = _check_cacheable(train, teacher)
     if isinstance(train, DeviceLoader):
         tensors, batch_size = train.tensors, train.batch_size
         shuffle, drop_last = train.shuffle, train.drop_last
@@ -205,9 +206,15 @@ def _sized(train, why: str) -> int:
                          f"count epochs in steps; got {type(train).__name__}, which has none") from None
 
 
-def _check_cacheable(train):
+def _check_cacheable(train, teacher: nn.Module):
     """A training set whose teacher logits can be computed once: a non-empty TensorDataset, or a DeviceLoader
-    without augmentation."""
+    without augmentation; and a teacher without an open FeatureTap, whose features cached logits would leave stale."""
+    tapped = [name or type(teacher).__name__ for name, m in teacher.named_modules()
+              if any(getattr(h, "__qualname__", "").startswith("FeatureTap.") for h in m._forward_hooks.values())]
+    if tapped:
+        raise ValueError(f"cache_teacher=True runs the teacher once, before training, but a FeatureTap is open on its "
+                         f"{', '.join(tapped[:4])}: a feature loss would read stale features. Use "
+                         f"cache_teacher=False, so that the teacher runs on every batch")
     if isinstance(train, DeviceLoader) and train.augment is not None:
         raise ValueError(f"cache_teacher=True with an augmenting loader (augment="
                          f"{getattr(train.augment, '__name__', train.augment)}): cached logits belong to the "

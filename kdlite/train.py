@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import os
@@ -33,7 +34,6 @@ def _progress_default() -> bool:
 
 class History:
     """Per-epoch metrics of a training run: ``history["val_accuracy"]`` is a list, ``history.last`` a dict.
-
     ``"val_acc"`` and ``"train_acc"``, the names of kdlite 0.1, still index the accuracies."""
 
     def __init__(self) -> None:
@@ -155,14 +155,16 @@ def evaluate(
     data = as_batches(data, 1024, shuffle=False, device=device)
     total_loss, correct, n = torch.zeros((), device=device), torch.zeros((), device=device), 0
     with eval_mode(model):
-        for batch in data:
+        for i, batch in enumerate(data):
             x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
             with _autocast(device, amp), named_input_errors(model, x, "evaluation"):
                 logits = model(x)
             if n == 0:
                 _check_logits(logits)
                 _check_labels(y, logits, "the evaluation data")
-            total_loss += F.cross_entropy(logits.float().flatten(0, -2), y.long().flatten(), reduction="sum")
+                checks.all_labels(data, logits, "the evaluation data")  # a whole-tensor loader: every label, once
+            with _label_errors(f"the evaluation data (batch {i})"):
+                total_loss += F.cross_entropy(logits.float().flatten(0, -2), y.long().flatten(), reduction="sum")
             correct += (logits.argmax(-1) == y).sum()
             n += y.numel()
     if n == 0:
@@ -227,8 +229,7 @@ def fit(
         device: default: the data's device (a ``DeviceLoader``'s), else ``kdlite.get_device()``.
         amp: bf16 autocast (default: on CUDA GPUs with native bf16, Ampere and newer; ``True`` forces it on
             any device, a CPU included; ``False`` turns it off).
-        progress: a tqdm progress bar with live loss and accuracy (default on; ``KDLITE_PROGRESS=0`` turns
-            it off).
+        progress: a tqdm progress bar with live loss and accuracy (default on; off with ``KDLITE_PROGRESS=0``).
         desc: the progress bar's label.
     """
     epochs = integer(epochs, "epochs", 0)
@@ -249,7 +250,7 @@ def fit(
             t0, last_good = time.perf_counter(), {k: v.detach().clone() for k, v in model.state_dict().items()}
             loss_sum, correct, n = torch.zeros((), device=device), torch.zeros((), device=device), 0
             for i, batch in enumerate(train):
-                batch = [t.to(device, non_blocking=True) for t in batch]
+                batch = _on_device(batch, device, first=epoch == 1 and i == 0)
                 with _autocast(device, amp):
                     loss, logits = _first_step(step, model, batch, train) if epoch == 1 and i == 0 else \
                         _labelled(step, model, batch, i, epoch)
@@ -331,8 +332,10 @@ def _epoch_metrics(loss_sum, correct, n: int, epoch: int, peak: float) -> dict:
     """``train_loss`` and ``train_accuracy`` of an epoch; a non-finite loss raises, naming the learning rate and the
     inputs as the usual suspects (``fit`` then restores the weights the epoch started with)."""
     if n == 0:
-        raise ValueError("fit got no batches: the training data is empty (a generator is used up after one "
-                         "epoch, and drop_last with batch_size > n leaves none: pass a TensorDataset or loader)")
+        why = ("train gave batches in epoch 1 but none now: a one-shot iterator (a generator) is used up after one "
+               "epoch; pass a TensorDataset, a DeviceLoader or a list of batches") if epoch > 1 else \
+              ("the training data is empty, or drop_last=True with a batch_size larger than the data leaves no batch")
+        raise ValueError(f"fit got no batches in epoch {epoch}: {why}")
     train_loss = loss_sum.item() / n
     if not math.isfinite(train_loss):
         raise FloatingPointError(
@@ -365,13 +368,30 @@ def _show(bar, i: int, epoch: int, loss_sum, correct, n: int) -> None:
 
 def _labelled(step, model: nn.Module, batch, i: int, epoch: int):
     """``step(model, batch)``, with torch's "Target 7 is out of bounds" said in kdlite's words."""
-    try:
+    with _label_errors(f"the training data (batch {i} of epoch {epoch})"):
         return step(model, batch)
+
+
+@contextlib.contextmanager
+def _label_errors(where: str):
+    """torch's "Target 7 is out of bounds" (a bad label after the checked first batch) as a ValueError, and where."""
+    try:
+        yield
     except IndexError as e:
         if "out of bounds" not in str(e):
             raise
-        raise ValueError(f"labels of the training data (batch {i} of epoch {epoch}): {e} Expected class indices in "
-                         f"[0, C - 1] for a model with C outputs.") from None
+        raise ValueError(f"labels of {where}: {e} Expected class indices in [0, C - 1] for a model with C "
+                         f"outputs.") from None
+
+
+def _on_device(batch, device: torch.device, first: bool) -> list[torch.Tensor]:
+    """The batch's tensors on ``device``; the first batch of a run must be a tuple or list (x, y, ...) of tensors."""
+    listed = isinstance(batch, (tuple, list))
+    if first and not (listed and len(batch) >= 2 and all(isinstance(t, torch.Tensor) for t in batch)):
+        of = f" of {[type(t).__name__ for t in batch]}" if listed else ""
+        raise TypeError(f"each training batch must be a tuple or list (x, y, ...) of tensors, inputs then labels; the "
+                        f"first batch is a {type(batch).__name__}{of}")
+    return [t.to(device, non_blocking=True) for t in batch]
 
 
 def _check_logits(value) -> None:

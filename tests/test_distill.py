@@ -138,6 +138,10 @@ def test_cache_teacher_refuses_augmentation(digits, trained_teacher):
     with pytest.raises(ValueError, match="cache_teacher.*TensorDataset or a kdlite DeviceLoader"):
         distill(MLP(64, 16, 10), teacher, DataLoader(digits[0], 64), 1, temperature=4.0, alpha=0.9,
                 cache_teacher=True, progress=False)
+    with FeatureTap(teacher, "2"), pytest.raises(ValueError, match=r"cache_teacher=True .* a FeatureTap is open "
+                                                                r"on its 2: .*stale"):
+        distill(MLP(64, 16, 10), teacher, digits[0], 1, temperature=4.0, alpha=0.9, cache_teacher=True,
+                device="cpu", progress=False)
     # a TensorDataset is fine: it is not augmented
     h = distill(MLP(64, 16, 10), teacher, digits[0], 1, temperature=4.0, alpha=0.9, cache_teacher=True,
                 device="cpu", progress=False)

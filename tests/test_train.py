@@ -176,6 +176,17 @@ def test_fit_names_wrong_kinds_of_arguments(digits):
         seed_everything("a")
 
 
+def test_fit_names_batches_that_are_not_x_y_tensors():
+    x, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
+    m = MLP(4, 4, 2)
+    with pytest.raises(TypeError, match=r"each training batch must be a tuple or list \(x, y, ...\).*is a dict$"):
+        fit(m, [{"x": x, "y": y}], 1, device="cpu", progress=False)
+    with pytest.raises(TypeError, match=r"each training batch .* is a tuple of \['Tensor'\]"):
+        fit(m, [(x,)], 1, device="cpu", progress=False)
+    with pytest.raises(TypeError, match=r"is a list of \['Tensor', 'list'\]"):
+        fit(m, [[x, y.tolist()]], 1, device="cpu", progress=False)
+
+
 def test_nan_loss_error_names_the_peak_learning_rate():
     x = torch.randn(64, 4)
     x[3, 0] = float("nan")
@@ -194,3 +205,23 @@ def test_amp_on_the_cpu_is_float32_unless_asked(digits, amp, expected):
     fit(model, train, 1, amp=amp, progress=False, device="cpu")
     assert seen and set(seen) == {expected}
     assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast: the weights stay float32
+
+
+def test_fit_says_why_it_got_no_batches():
+    x, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
+    m = MLP(4, 4, 2)
+    one_shot = ((x[i : i + 4], y[i : i + 4]) for i in (0, 4))
+    with pytest.raises(ValueError, match=r"no batches in epoch 2: .*one-shot iterator \(a generator\) is used up"):
+        fit(m, one_shot, 2, device="cpu", progress=False)
+    with pytest.raises(ValueError, match=r"no batches in epoch 1: .*drop_last=True with a batch_size larger"):
+        fit(m, DeviceLoader((x, y), 16, drop_last=True, device="cpu"), 1, progress=False)
+
+
+@pytest.mark.parametrize("kind", ["DataLoader", "DeviceLoader"])
+def test_evaluate_names_a_bad_label_in_a_later_batch(kind):
+    x, y = torch.randn(20, 4), torch.zeros(20, dtype=torch.long)
+    y[15] = 7  # in the second batch of 8
+    data = DataLoader(TensorDataset(x, y), 8) if kind == "DataLoader" else \
+        DeviceLoader((x, y), 8, shuffle=False, device="cpu")
+    with pytest.raises(ValueError, match=r"labels of the evaluation data.*7.*\[0, (C - 1|2)\]"):
+        evaluate(MLP(4, 4, 3), data, device="cpu")
