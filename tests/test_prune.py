@@ -493,3 +493,15 @@ def test_apply_masks_refuses_a_mask_that_is_not_zeros_and_ones():
     assert not torch_prune.is_pruned(layer) and not hasattr(layer, "parametrizations")  # nothing attached
     apply_masks(layer, {"": torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])})  # 0/1 floats are a mask
     assert torch.equal(layer.weight != 0, torch.tensor([[True, False, True], [False, False, True]]))
+
+
+def test_kdlite_masks_refuse_to_stack_on_torch_pruning():
+    model = _mlp()
+    torch_prune.l1_unstructured(model.net[1], "weight", 0.5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"layer\(s\) 'net.1' are pruned with torch.nn.utils.prune; .*remove_masks"):
+        magnitude_prune(model, 0.7)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # nothing changed
+    remove_masks(model)
+    magnitude_prune(model, 0.7)
+    assert sparsity(model)["overall"] == pytest.approx(0.7, abs=0.01)

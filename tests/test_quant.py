@@ -385,6 +385,15 @@ def test_strip_qat_gives_plain_layers_with_the_trained_weights_and_to_int8_conve
     assert any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in dyn.modules())
 
 
+def test_int8_converters_refuse_an_int8_model():
+    x = torch.rand(16, 1, 8, 8)
+    int8 = Q.to_int8(CNN(1, 10, widths=(4, 8)), x, num_batches=1)
+    with pytest.raises(ValueError, match=r"to_int8 quantizes a float32 model; model already runs int8 kernels"):
+        Q.to_int8(int8, x)
+    with pytest.raises(ValueError, match=r"dynamic_int8 quantizes a float32 model; model already runs int8"):
+        Q.dynamic_int8(Q.dynamic_int8(MLP(64, 16, 10)))
+
+
 def test_dynamic_int8_quantizes_every_linear_of_a_copy_and_stays_close():
     torch.manual_seed(0)
     model = GPT(16, 8, 2, 2, 32)

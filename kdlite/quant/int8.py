@@ -40,6 +40,9 @@ from .qat import strip_qat
 def _float32_model(value, who: str) -> nn.Module:
     """``value`` as a module whose floating-point parameters are all float32 (what the int8 converters accept)."""
     model = checks.module(value)
+    if any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules()):
+        raise ValueError(f"{who} quantizes a float32 model; model already runs int8 kernels (from to_int8 or "
+                         f"dynamic_int8): pass the float model it came from")
     dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
     if dtypes - {torch.float32}:
         raise ValueError(f"{who} quantizes a float32 model; model's weights are {sorted(map(str, dtypes))} "
