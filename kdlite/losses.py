@@ -149,7 +149,7 @@ def sequence_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                      check: bool = True) -> torch.Tensor:
     """Token-level distillation of a language model: a divergence between the softened next-token distributions
     ``q = softmax(t / T)`` (teacher) and ``p = softmax(s / T)`` (student) at every position of logits (B, T, V),
-    averaged over the positions where ``mask`` (B, T) is True (all when None) and scaled by ``T^2``::
+    averaged over the positions where ``mask`` (B, T) is True or 1 (all when None) and scaled by ``T^2``::
 
         forward:  KL(q || p) = sum_v q_v (log q_v - log p_v)          (kd_loss, per token: mode-covering)
         reverse:  KL(p || q) = sum_v p_v (log p_v - log q_v)          (mode-seeking, as in MiniLLM)
@@ -180,7 +180,7 @@ def sequence_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
         raise ValueError(f"kind must be 'forward', 'reverse' or 'jsd'; got {kind!r}")
     if mask is None:
         return temperature**2 * per_token.mean()
-    return temperature**2 * per_token.masked_fill(~mask, 0).sum() / mask.sum()
+    return temperature**2 * per_token.masked_fill(mask == 0, 0).sum() / mask.sum()
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -383,14 +383,15 @@ def similarity_preserving_loss(student_feat: torch.Tensor, teacher_feat: torch.T
 
 
 def _check_beta_and_mask(beta, mask, positions: torch.Size) -> float:
-    """``beta`` in (0, 1); ``mask`` None or a boolean tensor of the logits' positions with one True at least."""
+    """``beta`` in (0, 1); ``mask`` None or a boolean tensor (or one of 0/1 integers, as a tokenizer's attention
+    mask) of the logits' positions with one True at least."""
     if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not 0 < beta < 1:
         raise ValueError(f"beta must be a number in (0, 1) (the teacher's weight in the JSD's mixture; at 0 or 1 "
                          f"the JSD is zero for any logits); got {beta!r}")
-    if mask is not None and not (isinstance(mask, torch.Tensor) and mask.dtype == torch.bool
-                                 and mask.shape == positions and mask.any()):
+    if mask is not None and not (isinstance(mask, torch.Tensor) and mask.shape == positions and mask.any() and (
+            mask.dtype == torch.bool or not mask.is_floating_point() and bool(((mask == 0) | (mask == 1)).all()))):
         got = (f"shape {tuple(mask.shape)}, dtype {mask.dtype}, {int(mask.count_nonzero())} True"
                if isinstance(mask, torch.Tensor) else type(mask).__name__)
-        raise ValueError(f"mask must be None or a boolean tensor of shape {tuple(positions)} (one entry per "
-                         f"position: True where it counts) with at least one True; got {got}")
+        raise ValueError(f"mask must be None or a boolean (or 0/1 integer) tensor of shape {tuple(positions)} (one "
+                         f"entry per position: True where it counts) with at least one True; got {got}")
     return float(beta)

@@ -114,6 +114,14 @@ def test_two_dimensional_logits_are_positions():
         reference(s, t, 1.5, "reverse", mask=mask), rel=1e-5)
 
 
+def test_a_0_1_integer_mask_is_an_attention_mask():
+    s, t, mask = logits(seed=15), logits(seed=16), random_mask(seed=3)
+    for ints in (mask.long(), mask.int(), mask.to(torch.uint8)):
+        assert torch.equal(sequence_kd_loss(s, t, 2.0, "jsd", 0.3, ints), sequence_kd_loss(s, t, 2.0, "jsd", 0.3, mask))
+    with pytest.raises(ValueError, match=r"mask must be None or a boolean \(or 0/1 integer\) tensor .* torch.int64"):
+        sequence_kd_loss(s, t, mask=mask.long() * 2)
+
+
 @pytest.mark.parametrize("change, words", [
     (dict(teacher_logits=logits((3, 5, 8))), "same shape"),
     (dict(student_logits=logits().masked_fill(random_mask()[..., None], math.nan)), "NaN"),
