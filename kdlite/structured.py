@@ -11,7 +11,9 @@ Two cases stop the walk and leave the layer's channels alone:
 * the output is the model's output (the classifier), whose size must not change.
 
 Any other operation on the way (a grouped or depthwise convolution, LayerNorm, an unknown module or function)
-raises an error that names it.
+raises an error that names it. That includes a global average pool written as ``x.mean((2, 3))``, whose reduced
+dimensions the graph does not tell apart from a mean over the channels: write it as ``nn.AdaptiveAvgPool2d(1)`` or
+``F.adaptive_avg_pool2d(x, 1)`` then ``flatten``, as the book's models do.
 """
 
 from __future__ import annotations
@@ -78,7 +80,8 @@ def _follow(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[list[str], li
         elif target in MERGES:
             return norms, consumers, f"tied at {user.name}"
         elif target not in ("size", "dim"):
-            raise ValueError(f"channel_prune does not support the operation {user.name!r} ({target})")
+            hint = "; a global average pool: use F.adaptive_avg_pool2d(x, 1)" if target in ("mean", torch.mean) else ""
+            raise ValueError(f"channel_prune does not support the operation {user.name!r} ({target}){hint}")
     return norms, consumers, None
 
 

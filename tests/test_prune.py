@@ -505,3 +505,16 @@ def test_kdlite_masks_refuse_to_stack_on_torch_pruning():
     remove_masks(model)
     magnitude_prune(model, 0.7)
     assert sparsity(model)["overall"] == pytest.approx(0.7, abs=0.01)
+
+
+def test_channel_prune_points_a_mean_pool_to_adaptive_avg_pool():
+    class MeanPool(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(1, 8, 3), nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+    with pytest.raises(ValueError, match=r"does not support the operation 'mean' .*use F.adaptive_avg_pool2d\(x, 1\)"):
+        channel_prune(MeanPool(), 0.5, torch.randn(2, 1, 8, 8))

@@ -385,6 +385,13 @@ def test_strip_qat_gives_plain_layers_with_the_trained_weights_and_to_int8_conve
     assert any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in dyn.modules())
 
 
+def test_to_int8_points_a_language_model_to_dynamic_int8():
+    gpt = GPT(10, 8, 1, 2, 16)
+    with pytest.raises(ValueError, match=r"to_int8 .* cannot take GPT, whose nn.Embedding reads token ids; use "
+                                         r"dynamic_int8\(model\)"):
+        Q.to_int8(gpt, torch.randint(0, 10, (4, 8)))
+
+
 def test_int8_converters_refuse_an_int8_model():
     x = torch.rand(16, 1, 8, 8)
     int8 = Q.to_int8(CNN(1, 10, widths=(4, 8)), x, num_batches=1)

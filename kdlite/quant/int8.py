@@ -33,31 +33,9 @@ from torch import nn
 from .. import _checks as checks
 from ..device import named_input_errors
 from ..masks import remove_masks
+from ._checks import float32_model, untraceable
 from .calibration import CalibrationData, calibration_inputs
 from .qat import strip_qat
-
-
-def _float32_model(value, who: str) -> nn.Module:
-    """``value`` as a module whose floating-point parameters are all float32 (what the int8 converters accept)."""
-    model = checks.module(value)
-    if any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules()):
-        raise ValueError(f"{who} quantizes a float32 model; model already runs int8 kernels (from to_int8 or "
-                         f"dynamic_int8): pass the float model it came from")
-    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
-    if dtypes - {torch.float32}:
-        raise ValueError(f"{who} quantizes a float32 model; model's weights are {sorted(map(str, dtypes))} "
-                         f"(convert a copy first: copy.deepcopy(model).float())")
-    return model
-
-
-def _untraceable(model: nn.Module, error: Exception) -> ValueError:
-    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return ValueError(
-        f"to_int8 cannot trace {type(model).__name__} with torch.fx ({type(error).__name__}: {reason[:200]}). It "
-        f"supports models whose forward is a fixed graph of layers, such as the book's MLP, CNN and ResNet "
-        f"(plain Conv/Linear/BatchNorm/ReLU graphs), not forwards that branch or loop on their input as "
-        f"nn.LSTM's does"
-    )
 
 
 @torch.no_grad()
@@ -89,7 +67,7 @@ def to_int8(
     MLP, CNN and ResNet are (Conv/Linear/BatchNorm/ReLU). A model whose forward branches or loops on its input
     (``nn.LSTM``'s does) raises a ValueError.
     """
-    model = _float32_model(model, "to_int8")
+    model = float32_model(model, "to_int8", token_ids=False)
     data = checks.renamed(data, calibration_data, "data", "calibration_data")
     cpu = torch.device("cpu")
     inputs = list(calibration_inputs(data, num_batches, cpu))
@@ -105,7 +83,7 @@ def to_int8(
         try:
             observed = prepare_fx(float_model, mapping, example_inputs=(inputs[0],))
         except (torch.fx.proxy.TraceError, TypeError, RuntimeError) as e:
-            raise _untraceable(model, e) from None
+            raise untraceable(model, e) from None
         for x in inputs:
             with named_input_errors(float_model, x, "calibration"):
                 observed(x)
@@ -121,7 +99,7 @@ def dynamic_int8(model: nn.Module) -> nn.Module:
     ``device="cpu"``. The deprecation warnings of ``torch.ao.quantization`` are silenced here, as in :func:`to_int8`.
     A pruned model's masks are made permanent in the copy, as in :func:`to_int8`.
     """
-    model = _float32_model(model, "dynamic_int8")
+    model = float32_model(model, "dynamic_int8")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao, but works
         from torch.ao.quantization import quantize_dynamic
