@@ -385,6 +385,11 @@ def test_strip_qat_gives_plain_layers_with_the_trained_weights_and_to_int8_conve
     assert any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in dyn.modules())
 
 
+def test_dynamic_int8_warns_when_there_is_no_linear_to_quantize():
+    with pytest.warns(UserWarning, match=r"dynamic_int8 found no nn.Linear in Sequential: the copy stays float32"):
+        Q.dynamic_int8(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()))
+
+
 def test_to_int8_points_a_language_model_to_dynamic_int8():
     gpt = GPT(10, 8, 1, 2, 16)
     with pytest.raises(ValueError, match=r"to_int8 .* cannot take GPT, whose nn.Embedding reads token ids; use "

@@ -100,6 +100,9 @@ def dynamic_int8(model: nn.Module) -> nn.Module:
     A pruned model's masks are made permanent in the copy, as in :func:`to_int8`.
     """
     model = float32_model(model, "dynamic_int8")
+    if not any(isinstance(m, nn.Linear) for m in model.modules()):
+        warnings.warn(f"dynamic_int8 found no nn.Linear in {type(model).__name__}: the copy stays float32 (for "
+                      f"convolutions, use to_int8)", stacklevel=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao, but works
         from torch.ao.quantization import quantize_dynamic
