@@ -19,6 +19,7 @@ from torch.utils.data import TensorDataset
 from . import _checks as checks
 from .data import DeviceLoader, as_batches
 from .device import eval_mode
+from .features import tapped_modules
 from .losses import MAX_TEMPERATURE, distillation_loss
 from .train import Batch, History, fit, training_device
 
@@ -209,8 +210,7 @@ def _sized(train, why: str) -> int:
 def _check_cacheable(train, teacher: nn.Module):
     """A training set whose teacher logits can be computed once: a non-empty TensorDataset, or a DeviceLoader
     without augmentation; and a teacher without an open FeatureTap, whose features cached logits would leave stale."""
-    tapped = [name or type(teacher).__name__ for name, m in teacher.named_modules()
-              if any(getattr(h, "__qualname__", "").startswith("FeatureTap.") for h in m._forward_hooks.values())]
+    tapped = [name or type(teacher).__name__ for name in tapped_modules(teacher)]
     if tapped:
         raise ValueError(f"cache_teacher=True runs the teacher once, before training, but a FeatureTap is open on its "
                          f"{', '.join(tapped[:4])}: a feature loss would read stale features. Use "

@@ -43,6 +43,7 @@ class FeatureTap:
         def store(module: nn.Module, inputs, output) -> None:
             self.features[name] = output
 
+        store.tap = self  # how tapped_modules recognises the hook
         return store
 
     def __enter__(self) -> FeatureTap:
@@ -64,6 +65,11 @@ class FeatureTap:
     def __repr__(self) -> str:
         state = "active" if self._handles else "inactive"
         return f"FeatureTap({type(self.model).__name__}, {self.names}, {state})"
+
+
+def tapped_modules(model: nn.Module) -> list[str]:
+    """The names of ``model``'s submodules that an open :class:`FeatureTap` is recording (``""``: the model)."""
+    return [name for name, m in model.named_modules() if any(hasattr(h, "tap") for h in m._forward_hooks.values())]
 
 
 def connector(student_shape: Sequence[int], teacher_shape: Sequence[int]) -> nn.Module:

@@ -180,7 +180,8 @@ def sequence_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
         raise ValueError(f"kind must be 'forward', 'reverse' or 'jsd'; got {kind!r}")
     if mask is None:
         return temperature**2 * per_token.mean()
-    return temperature**2 * per_token.masked_fill(mask == 0, 0).sum() / mask.sum()
+    mask = mask.bool()  # True (or 1) where a position counts
+    return temperature**2 * per_token.masked_fill(~mask, 0).sum() / mask.sum()
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -106,10 +106,7 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Modul
     keeps): attaches ``W = W_orig ⊙ M`` to each named layer, or replaces the mask it already has.
     Returns ``model``."""
     layers = prunable_layers(model, list(masks))
-    torch_pruned = [name for name, layer in layers.items() if layer_mask(layer) is not None and not mask_of(layer)]
-    if torch_pruned:  # before any layer changes
-        raise ValueError(f"layer(s) {', '.join(map(repr, torch_pruned))} are pruned with torch.nn.utils.prune; "
-                         f"kdlite's masks do not stack on torch's: call kdlite.prune.remove_masks(model) first")
+    _check_not_torch_pruned(layers)  # before any layer changes
     for name, layer in layers.items():
         mask = binary_mask(masks[name], f"masks[{name!r}]")
         weight = layer.weight
@@ -124,6 +121,13 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Modul
         else:
             parametrize.register_parametrization(layer, "weight", WeightMask(mask))
     return model
+
+
+def _check_not_torch_pruned(layers: Mapping[str, nn.Module]) -> None:
+    torch_pruned = [name for name, layer in layers.items() if layer_mask(layer) is not None and not mask_of(layer)]
+    if torch_pruned:
+        raise ValueError(f"layer(s) {', '.join(map(repr, torch_pruned))} are pruned with torch.nn.utils.prune; "
+                         f"kdlite's masks do not stack on torch's: call kdlite.prune.remove_masks(model) first")
 
 
 def masked_like(new: nn.Module, old: nn.Module) -> nn.Module:

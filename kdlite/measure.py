@@ -15,20 +15,14 @@ from . import _checks as checks
 from .device import eval_mode, named_input_errors, synchronize
 from .huffman import encoded_bits
 from .masks import PRUNABLE
+from .quant._checks import runs_int8
 from .quant.sharing import SharedWeight, kmeans_quantize
-
-_QUANTIZED = ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")  # static and dynamic, fused or not
-
-
-def _is_quantized(module: nn.Module) -> bool:
-    """A torch.ao quantized module (``to_int8``'s Linear, ConvReLU2d, ...): its kernels are not plain float ops."""
-    return type(module).__module__.startswith(_QUANTIZED)
 
 
 def _packed_weights(module: nn.Module) -> list[torch.Tensor]:
     """The weight and bias of a quantized Linear/Conv, which keeps them packed: ``weight()`` and ``bias()`` are
     methods there, not parameters."""
-    if not _is_quantized(module) or not callable(getattr(module, "weight", None)):
+    if not runs_int8(module) or not callable(getattr(module, "weight", None)):
         return []
     tensors = [module.weight()]
     bias = module.bias() if callable(getattr(module, "bias", None)) else None
@@ -92,7 +86,7 @@ def count_flops(model: nn.Module, example_input: torch.Tensor) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     _check_model_input(model, example_input)
-    quantized = next((name for name, m in model.named_modules() if _is_quantized(m)), None)
+    quantized = next((name for name, m in model.named_modules() if runs_int8(m)), None)
     if quantized is not None:
         kind = type(model.get_submodule(quantized)).__name__
         raise ValueError(
@@ -175,7 +169,7 @@ def profile(model: nn.Module, example_input: torch.Tensor, **latency_kwargs) -> 
     see (see :func:`count_flops`): take the float model's FLOPs instead.
     """
     _check_model_input(model, example_input)
-    quantized = any(_is_quantized(m) for m in model.modules())
+    quantized = any(runs_int8(m) for m in model.modules())
     return {
         "params": count_params(model),
         "bytes": model_size_bytes(model),

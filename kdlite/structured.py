@@ -149,8 +149,9 @@ def channel_prune(
     """A copy of ``model``, physically smaller: in every prunable Conv/Linear layer, the fraction ``amount``
     of output channels with the lowest importance is removed (``round(amount · C)`` of ``C``, keeping at
     least one), together with the matching BatchNorm entries and input channels of the next layer. ``model``
-    is not changed. A layer pruned with :func:`magnitude_prune` (or ``torch.nn.utils.prune``) keeps a mask in the
-    copy, over its surviving non-zero weights, so that fine-tuning the copy keeps the pruned weights at zero.
+    is not changed. A layer pruned with :func:`magnitude_prune` (or ``torch.nn.utils.prune``) keeps its mask in the
+    copy, cut like its weight, so that fine-tuning the copy keeps the pruned weights at zero (the masks are in the
+    copy's ``state_dict`` and size; ``remove_masks`` makes the copy plain once it is fine-tuned).
 
     ``importance``: ``"l1"`` or ``"l2"`` (the norm ``||W[c]||_p`` of each filter, from the unpruned
     weights), or a function ``weight -> one score per output channel``. The output shape on
@@ -202,7 +203,28 @@ def channel_prune(
                 plans.append((node.target, norms, consumers, keep))
             elif stop != "output":
                 tied.append(node.target)
-    for name, norms, consumers, keep in plans:  # all keep-sets were chosen from the unpruned weights
+    masks = copy_model(pruned)  # a twin whose masked layers hold their masks as weights, sliced the same way
+    for name in masked:
+        _set(masks.get_submodule(name), "weight", layer_mask(model.get_submodule(name)).float())
+    _shrink(modules, plans)
+    _shrink(dict(masks.named_modules()), plans)
+    if tied:
+        warnings.warn(f"channel_prune left {len(tied)} layers unpruned because a residual connection ties "
+                      f"their channels to another branch: {', '.join(tied)}", stacklevel=2)
+
+    with torch.no_grad():
+        got = _eval_output(pruned, example_input).shape
+    if got != expected:
+        raise RuntimeError(f"channel_prune changed the output shape {tuple(expected)} to {tuple(got)}")
+    if masked:  # the pruned weights stay 0 in fine-tuning
+        apply_masks(pruned, {name: masks.get_submodule(name).weight.bool() for name in masked})
+    return pruned
+
+
+def _shrink(modules: dict[str, nn.Module], plans: list) -> None:
+    """Remove the channels of each plan ``(layer, its BatchNorms, the layers it feeds, channels kept)``: the layer's
+    outputs, the BatchNorms' entries and the next layers' inputs (all keep-sets chosen from the unpruned weights)."""
+    for name, norms, consumers, keep in plans:
         layer = modules[name]
         channels = layer.weight.shape[0]
         for norm in norms:
@@ -213,17 +235,6 @@ def channel_prune(
         for consumer in consumers:
             _shrink_inputs(modules[consumer], keep, channels, consumer)
         _shrink_outputs(layer, keep)
-    if tied:
-        warnings.warn(f"channel_prune left {len(tied)} layers unpruned because a residual connection ties "
-                      f"their channels to another branch: {', '.join(tied)}", stacklevel=2)
-
-    with torch.no_grad():
-        got = _eval_output(pruned, example_input).shape
-    if got != expected:
-        raise RuntimeError(f"channel_prune changed the output shape {tuple(expected)} to {tuple(got)}")
-    if masked:  # the pruned weights stay 0 in fine-tuning
-        apply_masks(pruned, {name: modules[name].weight != 0 for name in masked})
-    return pruned
 
 
 def _eval_output(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -156,7 +156,7 @@ def evaluate(
     total_loss, correct, n = torch.zeros((), device=device), torch.zeros((), device=device), 0
     with eval_mode(model):
         for i, batch in enumerate(data):
-            x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+            x, y, *_ = _on_device(batch, device, first=i == 0, what="evaluation")
             with _autocast(device, amp), named_input_errors(model, x, "evaluation"):
                 logits = model(x)
             if n == 0:
@@ -168,7 +168,7 @@ def evaluate(
             correct += (logits.argmax(-1) == y).sum()
             n += y.numel()
     if n == 0:
-        raise ValueError("evaluate got no batches: data is empty")
+        raise ValueError("evaluate got no batches: data is empty (a generator is used up after one pass)")
     loss = total_loss.item() / n
     if not math.isfinite(loss):
         raise FloatingPointError(f"evaluate: the loss on the data is {loss} (NaN or inf inputs, or a model whose "
@@ -384,13 +384,13 @@ def _label_errors(where: str):
                          f"outputs.") from None
 
 
-def _on_device(batch, device: torch.device, first: bool) -> list[torch.Tensor]:
+def _on_device(batch, device: torch.device, first: bool, what: str = "training") -> list[torch.Tensor]:
     """The batch's tensors on ``device``; the first batch of a run must be a tuple or list (x, y, ...) of tensors."""
     listed = isinstance(batch, (tuple, list))
     if first and not (listed and len(batch) >= 2 and all(isinstance(t, torch.Tensor) for t in batch)):
         of = f" of {[type(t).__name__ for t in batch]}" if listed else ""
-        raise TypeError(f"each training batch must be a tuple or list (x, y, ...) of tensors, inputs then labels; the "
-                        f"first batch is a {type(batch).__name__}{of}")
+        raise TypeError(f"each {what} batch must be a tuple or list (x, y, ...) of tensors, inputs then labels; "
+                        f"the first batch is a {type(batch).__name__}{of}")
     return [t.to(device, non_blocking=True) for t in batch]
 
 

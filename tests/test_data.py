@@ -88,8 +88,8 @@ def test_offline_flag_stops_downloads(tmp_path, monkeypatch):
 
     monkeypatch.setattr(kcache, "_download", no_network)
     monkeypatch.setenv("KDLITE_OFFLINE", "1")
-    with pytest.raises(kdata.DatasetDownloadError, match=r"'mnist' is not in the cache folder .* KDLITE_OFFLINE=1 is "
-                                                         r"set \(unset it to download\).*import a local copy"):
+    with pytest.raises(kdata.DatasetDownloadError, match=r"'mnist' is not in the cache folder .* KDLITE_OFFLINE='1' is"
+                                                         r" set \(unset it to download\).*import a local copy"):
         load_dataset("mnist", root=tmp_path)
     assert list(tmp_path.iterdir()) == []
     assert load_dataset("digits")[0].tensors[0].shape[1:] == (1, 8, 8)  # the offline datasets still load

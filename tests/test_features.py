@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from kdlite.features import FeatureTap, connector
+from kdlite.features import FeatureTap, connector, tapped_modules
 from kdlite.measure import count_params
 from kdlite.models import CNN, MLP, ResNet
 
@@ -116,3 +116,12 @@ def test_connector_errors():
 def test_feature_tap_names_must_be_strings():
     with pytest.raises(TypeError, match="names must be a submodule name or a list of names.*got int"):
         FeatureTap(MLP(4, 4, 2), 3)
+
+
+def test_tapped_modules_names_the_modules_an_open_tap_records():
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    model.register_forward_hook(lambda m, i, o: None)  # not a tap
+    assert tapped_modules(model) == []
+    with FeatureTap(model, ["0", "2"]):
+        assert tapped_modules(model) == ["0", "2"]
+    assert tapped_modules(model) == []

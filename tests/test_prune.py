@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 from torch.utils.data import TensorDataset
 
+from kdlite.masks import layer_mask
 from kdlite.measure import count_flops, count_params
 from kdlite.models import CNN, MLP, ResNet
 from kdlite.prune import (
@@ -378,7 +379,7 @@ def test_channel_prune_resnet_prunes_inner_channels_and_warns_about_ties():
     assert torch.allclose(pruned.layer2[0](torch.ones(1, 8, 8, 8)), model.layer2[0](torch.ones(1, 8, 8, 8)))
 
 
-def test_channel_prune_keeps_one_channel_and_bakes_masks():
+def test_channel_prune_keeps_one_channel_and_leaves_the_original_masked():
     torch.manual_seed(0)
     model = CNN(1, 10, widths=(2, 2))
     magnitude_prune(model, 0.5)
@@ -399,6 +400,13 @@ def test_channel_prune_keeps_magnitude_masks_through_fine_tuning(kind):
         for layer in (m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))):
             torch_prune.l1_unstructured(layer, "weight", 0.7)
     x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
+    convs = lambda m: [layer for layer in m.modules() if isinstance(layer, (nn.Conv2d, nn.Linear))]  # noqa: E731
+    first = convs(model)[0]
+    kept = layer_mask(first).nonzero()[0].tolist()
+    with torch.no_grad():  # a kept weight that is exactly 0 stays trainable: the mask is cut, not rebuilt from zeros
+        (first.parametrizations.weight.original if kind == "kdlite" else first.weight_orig)[tuple(kept)] = 0.0
+    for old, new in zip(convs(model), convs(channel_prune(model, 0.0, x[:2])), strict=True):
+        assert torch.equal(layer_mask(new), layer_mask(old))
     small = channel_prune(model, 0.25, x[:2])
     layers = {name: m for name, m in small.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
     zeros = {name: (m.weight == 0).clone() for name, m in layers.items()}

@@ -12,6 +12,7 @@ from torch import nn
 from kdlite import quant as Q
 from kdlite.measure import model_size_bytes
 from kdlite.models import CNN, GPT, MLP, ResNet
+from kdlite.prune import magnitude_prune, sparsity
 from kdlite.train import evaluate, fit
 
 BITS = range(2, 17)
@@ -383,17 +384,35 @@ def test_strip_qat_gives_plain_layers_with_the_trained_weights_and_to_int8_conve
     assert (out - ref).abs().max() < 0.1 * ref.abs().max()
     dyn = Q.dynamic_int8(Q.prepare_qat(MLP(64, 16, 10), bits=8).eval())
     assert any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in dyn.modules())
+    assert type(Q.strip_qat(Q.QuantLinear(4, 3))) is nn.Linear  # a Quant layer given alone
+
+
+def test_a_pruned_qat_model_keeps_its_zeros_through_strip_qat_and_to_int8():
+    torch.manual_seed(0)
+    model = CNN(1, 10, widths=(8, 16))
+    magnitude_prune(model, 0.6)
+    x = torch.rand(32, 1, 8, 8)
+    for per_channel, bits in ((True, 8), (False, 4)):
+        qat = Q.prepare_qat(model, bits=bits, per_channel=per_channel)
+        fit(qat, torch.utils.data.TensorDataset(x, torch.randint(0, 10, (32,))), 1, device="cpu", progress=False)
+        plain = Q.strip_qat(qat)
+        kept = sparsity(plain)["overall"]
+        assert kept == pytest.approx(sparsity(qat)["overall"]) and kept > 0.5
+        int8 = Q.to_int8(qat.eval(), x, num_batches=1)
+        assert int8(x).shape == (32, 10)
 
 
 def test_dynamic_int8_warns_when_there_is_no_linear_to_quantize():
     with pytest.warns(UserWarning, match=r"dynamic_int8 found no nn.Linear in Sequential: the copy stays float32"):
         Q.dynamic_int8(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()))
+    bare = Q.dynamic_int8(nn.Linear(4, 3))  # a Linear given alone is quantized too
+    assert type(bare).__module__.startswith("torch.ao.nn.quantized") and bare(torch.randn(2, 4)).shape == (2, 3)
 
 
 def test_to_int8_points_a_language_model_to_dynamic_int8():
     gpt = GPT(10, 8, 1, 2, 16)
-    with pytest.raises(ValueError, match=r"to_int8 .* cannot take GPT, whose nn.Embedding reads token ids; use "
-                                         r"dynamic_int8\(model\)"):
+    with pytest.raises(ValueError, match=r"to_int8 .* cannot take GPT, whose nn.Embedding looks up integer ids; "
+                                         r"use dynamic_int8\(model\)"):
         Q.to_int8(gpt, torch.randint(0, 10, (4, 8)))
 
 
@@ -402,6 +421,11 @@ def test_int8_converters_refuse_an_int8_model():
     int8 = Q.to_int8(CNN(1, 10, widths=(4, 8)), x, num_batches=1)
     with pytest.raises(ValueError, match=r"to_int8 quantizes a float32 model; model already runs int8 kernels"):
         Q.to_int8(int8, x)
+    fused_only = Q.to_int8(nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU()), x, 1)
+    assert not any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in fused_only.modules())
+    for convert in (lambda m: Q.to_int8(m, x), Q.dynamic_int8):  # its ConvReLU2d are torch.ao.nn.intrinsic's
+        with pytest.raises(ValueError, match=r"quantizes a float32 model; model already runs int8 kernels"):
+            convert(fused_only)
     with pytest.raises(ValueError, match=r"dynamic_int8 quantizes a float32 model; model already runs int8"):
         Q.dynamic_int8(Q.dynamic_int8(MLP(64, 16, 10)))
 

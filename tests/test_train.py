@@ -185,6 +185,10 @@ def test_fit_names_batches_that_are_not_x_y_tensors():
         fit(m, [(x,)], 1, device="cpu", progress=False)
     with pytest.raises(TypeError, match=r"is a list of \['Tensor', 'list'\]"):
         fit(m, [[x, y.tolist()]], 1, device="cpu", progress=False)
+    with pytest.raises(TypeError, match=r"each evaluation batch must be a tuple or list .* is a dict$"):
+        evaluate(m, [{"x": x, "y": y}], device="cpu")
+    with pytest.raises(TypeError, match=r"each evaluation batch .* is a tuple of \['Tensor'\]"):
+        evaluate(m, [(x,)], device="cpu")
 
 
 def test_nan_loss_error_names_the_peak_learning_rate():

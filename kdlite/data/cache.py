@@ -122,7 +122,8 @@ def cached(name: str, root: Path, download: bool) -> dict[str, torch.Tensor]:
     _not_a_file(root)
     path = root / f"{name}.pt"
     if not path.exists() and (not download or offline()):
-        why = "KDLITE_OFFLINE=1 is set (unset it to download)" if download else "download=False"
+        why = f"KDLITE_OFFLINE={os.environ['KDLITE_OFFLINE']!r} is set (unset it to download)" if download else \
+            "download=False"
         raise DatasetDownloadError(
             f"dataset {name!r} is not in the cache folder {root} and {why}; with a network, download it; without "
             f"one, import a local copy ({REBUILD.format(name=name)}), or use an offline dataset: "

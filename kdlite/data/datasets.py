@@ -77,7 +77,8 @@ def load_dataset(
             one of ``"mnist"``, ``"fashion-mnist"``, ``"cifar10"``, ``"cifar100"`` (downloaded by torchvision
             into the cache folder, or imported there with :func:`import_dataset`).
         root: cache folder for downloaded data (default ``$KDLITE_DATA`` or ``~/.cache/kdlite``).
-        download: download a missing torchvision dataset; without it a missing one raises.
+        download: download a missing torchvision dataset; without it, or with ``KDLITE_OFFLINE=1`` set, a missing
+            one raises ``DatasetDownloadError``.
         subset: keep only this many training samples (a fixed, class-balanced random choice); the test set is
             always whole.
     """

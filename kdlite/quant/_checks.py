@@ -3,22 +3,33 @@ was expected."""
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
 from .. import _checks as checks
+
+INT8_MODULES = ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")  # static and dynamic, fused or not
+
+
+def runs_int8(module: nn.Module) -> bool:
+    """A torch.ao quantized module (``to_int8``'s Linear, ConvReLU2d, ...; ``dynamic_int8``'s Linear): its kernels
+    are not plain float ops."""
+    return type(module).__module__.startswith(INT8_MODULES)
 
 
 def float32_model(value, who: str, token_ids: bool = True) -> nn.Module:
     """``value`` as a module whose floating-point parameters are all float32 (what the int8 converters accept),
     not already int8, and (``token_ids=False``, static quantization of float inputs) without an ``nn.Embedding``."""
     model = checks.module(value)
-    if any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules()):
+    if any(runs_int8(m) for m in model.modules()):
         raise ValueError(f"{who} quantizes a float32 model; model already runs int8 kernels (from to_int8 or "
                          f"dynamic_int8): pass the float model it came from")
     if not token_ids and any(isinstance(m, nn.Embedding) for m in model.modules()):
-        raise ValueError(f"{who} (static quantization of float inputs) cannot take {type(model).__name__}, whose "
-                         f"nn.Embedding reads token ids; use dynamic_int8(model), int8 for a language model's Linears")
+        raise ValueError(f"{who} (static quantization: float inputs at every layer) cannot take "
+                         f"{type(model).__name__}, whose nn.Embedding looks up integer ids; use dynamic_int8(model), "
+                         f"int8 for a language model's Linears")
     dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
     if dtypes - {torch.float32}:
         raise ValueError(f"{who} quantizes a float32 model; model's weights are {sorted(map(str, dtypes))} "
@@ -26,7 +37,15 @@ def float32_model(value, who: str, token_ids: bool = True) -> nn.Module:
     return model
 
 
+def linears_to_swap(model: nn.Module) -> None:
+    """``dynamic_int8`` swaps a model's ``nn.Linear`` layers (exactly that type): warn if there are none."""
+    if not any(type(m) is nn.Linear for m in model.modules()):
+        warnings.warn(f"dynamic_int8 found no nn.Linear in {type(model).__name__}: the copy stays float32 "
+                      f"(dynamic_int8 quantizes nn.Linear layers only)", stacklevel=3)
+
+
 def untraceable(model: nn.Module, error: Exception) -> ValueError:
+    """The error for a model ``torch.fx`` cannot trace, with the tracer's own reason, cut to one line."""
     reason = str(error).splitlines()[0] if str(error) else type(error).__name__
     return ValueError(
         f"to_int8 cannot trace {type(model).__name__} with torch.fx ({type(error).__name__}: {reason[:200]}). It "

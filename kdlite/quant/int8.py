@@ -33,7 +33,7 @@ from torch import nn
 from .. import _checks as checks
 from ..device import named_input_errors
 from ..masks import remove_masks
-from ._checks import float32_model, untraceable
+from ._checks import float32_model, linears_to_swap, untraceable
 from .calibration import CalibrationData, calibration_inputs
 from .qat import strip_qat
 
@@ -100,12 +100,10 @@ def dynamic_int8(model: nn.Module) -> nn.Module:
     A pruned model's masks are made permanent in the copy, as in :func:`to_int8`.
     """
     model = float32_model(model, "dynamic_int8")
-    if not any(isinstance(m, nn.Linear) for m in model.modules()):
-        warnings.warn(f"dynamic_int8 found no nn.Linear in {type(model).__name__}: the copy stays float32 (for "
-                      f"convolutions, use to_int8)", stacklevel=2)
+    linears_to_swap(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao, but works
         from torch.ao.quantization import quantize_dynamic
 
         float_model = remove_masks(strip_qat(model).cpu().eval())  # pruned weights: permanent zeros
-        return quantize_dynamic(float_model, {nn.Linear}, dtype=torch.qint8)
+        return quantize_dynamic(nn.Sequential(float_model), {nn.Linear}, dtype=torch.qint8)[0]  # a bare Linear too

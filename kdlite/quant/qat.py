@@ -175,9 +175,9 @@ def strip_qat(model: nn.Module) -> nn.Module:
     place of each QuantConv2d or QuantLinear, holding its trained float weights: the fake quantizers are gone, the
     folded BatchNorm stays folded, a pruned layer keeps its mask. What :func:`to_int8` converts a trained QAT model
     from; other layers are copied unchanged."""
-    model = copy_model(checks.module(model))
-    _unswap(model)
-    return model
+    holder = nn.Sequential(copy_model(checks.module(model)))  # so that a Quant layer given alone is swapped too
+    _unswap(holder)
+    return holder[0]
 
 
 def _unswap(module: nn.Module) -> None:
