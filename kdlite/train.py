@@ -332,8 +332,8 @@ def _epoch_metrics(loss_sum, correct, n: int, epoch: int, peak: float) -> dict:
     """``train_loss`` and ``train_accuracy`` of an epoch; a non-finite loss raises, naming the learning rate and the
     inputs as the usual suspects (``fit`` then restores the weights the epoch started with)."""
     if n == 0:
-        why = ("train gave batches in epoch 1 but none now: a one-shot iterator (a generator) is used up after one "
-               "epoch; pass a TensorDataset, a DeviceLoader or a list of batches") if epoch > 1 else \
+        why = ("train gave batches in epoch 1 but none now: a generator is used up after one epoch (any one-shot "
+               "iterator is); pass a TensorDataset, a DeviceLoader or a list of batches") if epoch > 1 else \
               ("the training data is empty, or drop_last=True with a batch_size larger than the data leaves no batch")
         raise ValueError(f"fit got no batches in epoch {epoch}: {why}")
     train_loss = loss_sum.item() / n
