@@ -203,11 +203,13 @@ def channel_prune(
                 plans.append((node.target, norms, consumers, keep))
             elif stop != "output":
                 tied.append(node.target)
-    masks = copy_model(pruned)  # a twin whose masked layers hold their masks as weights, sliced the same way
-    for name in masked:
-        _set(masks.get_submodule(name), "weight", layer_mask(model.get_submodule(name)).float())
     _shrink(modules, plans)
-    _shrink(dict(masks.named_modules()), plans)
+    if masked:  # a twin whose masked layers hold their masks as weights, cut the same way; pruned weights stay 0
+        twin = remove_masks(copy_model(model))
+        for name in masked:
+            _set(twin.get_submodule(name), "weight", layer_mask(model.get_submodule(name)).float())
+        _shrink(dict(twin.named_modules()), plans)
+        apply_masks(pruned, {name: twin.get_submodule(name).weight.bool() for name in masked})
     if tied:
         warnings.warn(f"channel_prune left {len(tied)} layers unpruned because a residual connection ties "
                       f"their channels to another branch: {', '.join(tied)}", stacklevel=2)
@@ -216,8 +218,6 @@ def channel_prune(
         got = _eval_output(pruned, example_input).shape
     if got != expected:
         raise RuntimeError(f"channel_prune changed the output shape {tuple(expected)} to {tuple(got)}")
-    if masked:  # the pruned weights stay 0 in fine-tuning
-        apply_masks(pruned, {name: masks.get_submodule(name).weight.bool() for name in masked})
     return pruned
 
 
