@@ -279,6 +279,9 @@ def scale_zero_point(x: torch.Tensor, scale, zero_point, axis: int | None, bits:
             raise ValueError(f"{name} has {t.numel()} elements; expected {expected}")
     if not bool((zero_point == torch.round(zero_point)).all()):
         raise ValueError(f"zero_point must be integer-valued; got {zero_point.flatten()[:8].tolist()}")
+    if symmetric and bool((zero_point != 0).any()):
+        raise ValueError(f"zero_point must be 0 when symmetric=True (the grid is centred on 0); got "
+                         f"{zero_point.flatten()[:8].tolist()}: pass symmetric=False for an asymmetric grid")
     if bits is not None:
         qmin, qmax = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if symmetric else (0, 2**bits - 1)
         if not bool(((zero_point >= qmin) & (zero_point <= qmax)).all()):

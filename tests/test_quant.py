@@ -518,6 +518,12 @@ def test_other_bad_arguments():
         Q.quantize(x, 0.1, 16, bits=4)
     with pytest.raises(ValueError, match="zero_point must be integer-valued"):
         Q.quantize(x, 0.1, 2.5)
+    for call in (lambda: Q.quantize(x, 0.1, 3, symmetric=True), lambda: Q.fake_quantize(x, 0.1, 3, symmetric=True),
+                 lambda: Q.quantize(x, 0.1, torch.tensor([0, 0, 1, 0]), symmetric=True, axis=1)):
+        with pytest.raises(ValueError, match=r"zero_point must be 0 when symmetric=True.*symmetric=False"):
+            call()
+    assert torch.equal(Q.quantize(x, 0.1, torch.zeros(4, dtype=torch.int32), symmetric=True, axis=1),
+                       Q.quantize(x, 0.1, 0, symmetric=True))
     with pytest.raises(ValueError, match="scale has 3 elements; expected 1 or 4"):
         Q.quantize(x, torch.ones(3), 0, axis=1)
     with pytest.raises(ValueError, match="x must not be empty"):
