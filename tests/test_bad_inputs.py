@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -209,6 +210,26 @@ def test_fit_takes_a_tuple_of_tensors_and_names_a_tuple_returning_model():
 
 
 # --- issue #15: torch's errors about inputs a model cannot take, said in kdlite's words
+
+
+def test_int8_models_given_wrong_shapes_name_the_inputs_and_the_first_layer():
+    """The int8 kernels' own errors (oneDNN's "could not create a primitive descriptor", fbgemm's "packB", the
+    quantized conv's "Input shape must be") are said in kdlite's words, like the float kernels'."""
+    from kdlite import measure, quant
+    from kdlite.models import CNN
+
+    cnn = quant.to_int8(CNN(1, 10, widths=(4, 8)), torch.rand(8, 1, 8, 8))
+    mlp = MLP(64, [16], 10)
+    cases = ((cnn, torch.rand(4, 3, 8, 8), r"takes 1 input channels"), (cnn, torch.rand(4, 64), r"takes 1 input"),
+             (quant.to_int8(mlp, torch.rand(8, 64)), torch.rand(4, 20), r"takes 64 input features"),
+             (quant.dynamic_int8(mlp), torch.rand(4, 20), r"takes 64 input features"))
+    for model, x, first in cases:
+        shape = re.escape(str(tuple(x.shape)))
+        with pytest.raises(ValueError, match=rf"cannot take the evaluation inputs of shape {shape}; {'.*' + first}"):
+            kdlite.evaluate(model, (x, torch.zeros(4, dtype=torch.long)), device="cpu")
+        with pytest.raises(ValueError, match=rf"cannot take the example inputs of shape {shape}"):
+            measure.latency(model, x, warmup=1, repeats=1)
+
 
 
 def test_wrong_input_shapes_and_dtypes_name_the_inputs():
