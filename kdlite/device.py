@@ -67,12 +67,12 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 @contextlib.contextmanager
-def named_input_errors(model: nn.Module, x: torch.Tensor, what: str) -> Iterator[None]:
+def named_input_errors(model: nn.Module, x: torch.Tensor, what: str, who: str = "model") -> Iterator[None]:
     """Inside the ``with`` block, torch's errors about inputs the model cannot take ("mat1 and mat2 must have the
     same dtype", "Input type (float) and bias type (double) should be the same", "expected input[2, 3, 8, 8] to
     have 1 channels", "mat1 and mat2 shapes cannot be multiplied", and the int8 kernels' oneDNN and fbgemm errors)
     become a ValueError that names the inputs (``what``: "training", "calibration", ...), their shape and dtype,
-    the model's dtype and what its first layer takes."""
+    the model's dtype and what its first layer takes; ``who`` names the model ("the teacher")."""
     try:
         yield
     except (RuntimeError, ValueError) as e:  # ValueError: the int8 kernels' "Input shape must be (N, C, H, W)"
@@ -81,12 +81,12 @@ def named_input_errors(model: nn.Module, x: torch.Tensor, what: str) -> Iterator
         if isinstance(e, ValueError) and not message.startswith("Input shape must be"):
             raise  # a ValueError that is not the int8 kernels' is the model's own, already clear
         if x.dtype != weight and any(w in message for w in ("dtype", "scalar type", "type (", "Type (")):
-            fix = f"model.to({x.dtype}) or x.to({weight})" if x.is_floating_point() else f"x.to({weight})"
-            raise ValueError(f"the model's weights are {weight} but the {what} inputs are {x.dtype}; expected "
-                             f"inputs of the model's floating dtype ({fix})") from None
+            fix = f"{who}.to({x.dtype}) or x.to({weight})" if x.is_floating_point() else f"x.to({weight})"
+            raise ValueError(f"the {who}'s weights are {weight} but the {what} inputs are {x.dtype}; expected "
+                             f"inputs of the {who}'s floating dtype ({fix})") from None
         if any(w in message for w in ("cannot be multiplied", "expected input", "to have", "must match the size",
                                       "primitive descriptor", "Input shape must be", "packB")):  # last 3: int8
-            raise ValueError(f"the model cannot take the {what} inputs of shape {tuple(x.shape)}{_first_layer(model)}: "
+            raise ValueError(f"the {who} cannot take the {what} inputs of shape {tuple(x.shape)}{_first_layer(model)}: "
                              f"{message}") from None
         raise
 

@@ -18,7 +18,7 @@ from torch.utils.data import TensorDataset
 
 from . import _checks as checks
 from .data import DeviceLoader, as_batches
-from .device import eval_mode
+from .device import eval_mode, named_input_errors
 from .features import tapped_modules
 from .losses import MAX_TEMPERATURE, distillation_loss
 from .train import Batch, History, fit, training_device
@@ -125,7 +125,7 @@ def teacher_logits(teacher: nn.Module, batch: Batch, cached: bool = False) -> to
     training: ``distill(..., cache_teacher=True)``), else a forward pass of the teacher without autograd."""
     if cached:
         return batch[-1]
-    with torch.no_grad():
+    with torch.no_grad(), named_input_errors(teacher, batch[0], "training", who="teacher"):
         return teacher(batch[0])
 
 
@@ -183,7 +183,8 @@ def _with_teacher_logits(teacher: nn.Module, train, device: torch.device) -> Dev
     else:
         tensors, batch_size, shuffle, drop_last = train.tensors, 128, True, False
     x = tensors[0].to(device)
-    logits = torch.cat([teacher(x[i : i + 1024]).float() for i in range(0, len(x), 1024)])
+    with named_input_errors(teacher, x, "training", who="teacher"):
+        logits = torch.cat([teacher(x[i : i + 1024]).float() for i in range(0, len(x), 1024)])
     loader = DeviceLoader((*tensors, logits), batch_size, shuffle=shuffle, device=device, drop_last=drop_last)
     if isinstance(train, DeviceLoader):
         loader.generator = train.generator  # the same shuffling stream as the loader it replaces

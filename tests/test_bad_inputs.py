@@ -212,6 +212,18 @@ def test_fit_takes_a_tuple_of_tensors_and_names_a_tuple_returning_model():
 # --- issue #15: torch's errors about inputs a model cannot take, said in kdlite's words
 
 
+def test_a_teacher_that_cannot_take_the_inputs_is_named_as_the_teacher():
+    x, y = torch.rand(32, 20), torch.randint(0, 10, (32,))
+    with pytest.raises(ValueError, match=r"the teacher's weights are torch.float64 but the training inputs are "
+                                         r"torch.float32.*teacher.to\(torch.float32\)"):
+        distill(MLP(20, [8], 10), MLP(20, [16], 10).double(), (x, y), 1, temperature=4, alpha=0.5, progress=False)
+    for cache in (False, True):
+        with pytest.raises(ValueError, match=r"the teacher cannot take the training inputs of shape \(32, 20\); "
+                                             r"its first layer, net.1, takes 30 input features"):
+            distill(MLP(20, [8], 10), MLP(30, [16], 10), TensorDataset(x, y), 1, temperature=4, alpha=0.5,
+                    progress=False, cache_teacher=cache)
+
+
 def test_int8_models_given_wrong_shapes_name_the_inputs_and_the_first_layer():
     """The int8 kernels' own errors (oneDNN's "could not create a primitive descriptor", fbgemm's "packB", the
     quantized conv's "Input shape must be") are said in kdlite's words, like the float kernels'."""
