@@ -66,40 +66,55 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             m.training = was_training
 
 
+INT8_MODULES = ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")  # static and dynamic, fused or not
+INT8_SHAPE_ERRORS = ("could not create a primitive descriptor", "packB", "Input shape must be `(N, C, H, W)`")
+
+
+def runs_int8(module: nn.Module) -> bool:
+    """A torch.ao quantized module (``to_int8``'s Linear, ConvReLU2d, ...; ``dynamic_int8``'s Linear): its kernels
+    are not plain float ops."""
+    return type(module).__module__.startswith(INT8_MODULES)
+
+
 @contextlib.contextmanager
 def named_input_errors(model: nn.Module, x: torch.Tensor, what: str, who: str = "model") -> Iterator[None]:
     """Inside the ``with`` block, torch's errors about inputs the model cannot take ("mat1 and mat2 must have the
     same dtype", "Input type (float) and bias type (double) should be the same", "expected input[2, 3, 8, 8] to
-    have 1 channels", "mat1 and mat2 shapes cannot be multiplied", and the int8 kernels' oneDNN and fbgemm errors)
-    become a ValueError that names the inputs (``what``: "training", "calibration", ...), their shape and dtype,
-    the model's dtype and what its first layer takes; ``who`` names the model ("the teacher")."""
+    have 1 channels", "mat1 and mat2 shapes cannot be multiplied"; an int8 model's oneDNN and fbgemm errors, which
+    say nothing of the shape expected) become a ValueError that names the inputs (``what``: "training",
+    "calibration", ...), their shape and dtype, and the model's dtype; ``who`` names the model ("teacher")."""
     try:
         yield
-    except (RuntimeError, ValueError) as e:  # ValueError: the int8 kernels' "Input shape must be (N, C, H, W)"
-        message, weight = str(e).splitlines()[0], next(
-            (p.dtype for p in model.parameters() if p.is_floating_point()), x.dtype)
-        if isinstance(e, ValueError) and not message.startswith("Input shape must be"):
-            raise  # a ValueError that is not the int8 kernels' is the model's own, already clear
-        if x.dtype != weight and any(w in message for w in ("dtype", "scalar type", "type (", "Type (")):
-            fix = f"{who}.to({x.dtype}) or x.to({weight})" if x.is_floating_point() else f"x.to({weight})"
-            raise ValueError(f"the {who}'s weights are {weight} but the {what} inputs are {x.dtype}; expected "
-                             f"inputs of the {who}'s floating dtype ({fix})") from None
-        if any(w in message for w in ("cannot be multiplied", "expected input", "to have", "must match the size",
-                                      "primitive descriptor", "Input shape must be", "packB")):  # last 3: int8
-            raise ValueError(f"the {who} cannot take the {what} inputs of shape {tuple(x.shape)}{_first_layer(model)}: "
-                             f"{message}") from None
+    except (RuntimeError, ValueError) as e:  # ValueError: the int8 conv's "Input shape must be `(N, C, H, W)`!"
+        message, int8 = str(e).splitlines()[0], any(runs_int8(m) for m in model.modules())
+        if isinstance(e, ValueError) and not (int8 and message.startswith(INT8_SHAPE_ERRORS[2])):
+            raise  # the model's own ValueError, already clear
+        weight = next((p.dtype for p in model.parameters() if p.is_floating_point()),
+                      torch.float32 if int8 else x.dtype)  # an int8 model takes float32 inputs
+        if x.dtype != weight and any(w in message for w in ("dtype", "scalar type", "ype (", "Float Tensor")):
+            fix = f"x.to({weight})"  # an int8 model, or integer inputs: only the inputs can change
+            if x.is_floating_point() and not int8:  # a teacher: changing x would break the student
+                fix = f"{who}.to({x.dtype})" if who != "model" else f"model.to({x.dtype}) or {fix}"
+            weights = f"the {who} runs int8 kernels on {weight} inputs" if int8 else f"the {who}'s weights are {weight}"
+            raise ValueError(f"{weights} but the {what} inputs are {x.dtype}; expected inputs of the {who}'s floating "
+                             f"dtype ({fix})") from None
+        int8_shape = int8 and any(w in message for w in INT8_SHAPE_ERRORS)
+        if int8_shape or any(w in message for w in ("cannot be multiplied", "expected input", "to have", "must match")):
+            hint = _first_layer(model, x) if int8_shape else ""
+            raise ValueError(f"the {who} cannot take the {what} inputs of shape {tuple(x.shape)}{hint}: {message}") \
+                from None
         raise
 
 
-def _first_layer(model: nn.Module) -> str:
-    """What the model's first layer with weights takes ("; its first layer, net.0, takes 1 input channels"), or ""
-    when that layer (an embedding, a norm) does not say."""
+def _first_layer(model: nn.Module, x: torch.Tensor) -> str:
+    """For an int8 model's errors, which do not say what was expected: what its first layer takes ("; its first
+    layer, conv1, takes 1 input channels"), or "" when ``x`` gives that and the mismatch is further in."""
     for name, m in model.named_modules():
-        n, unit = next(((n, u) for n, u in ((getattr(m, "in_channels", None), "channels"),
-                                            (getattr(m, "in_features", None), "features")) if isinstance(n, int)),
-                       (None, ""))
-        if n is not None:
-            return f"; its first layer, {name or type(m).__name__}, takes {n} input {unit}"
-        if next(m.children(), None) is None and next(m.parameters(recurse=False), None) is not None:
-            return ""
+        channels, features = getattr(m, "in_channels", None), getattr(m, "in_features", None)
+        if isinstance(channels, int) and (x.ndim < 3 or x.shape[1] != channels):
+            return f"; its first layer, {name}, takes {channels} input channels"
+        if isinstance(features, int) and x.shape[-1] != features and x[0].numel() != features:
+            return f"; its first layer, {name}, takes {features} input features"
+        if isinstance(channels, int) or isinstance(features, int):
+            break
     return ""

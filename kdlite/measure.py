@@ -12,10 +12,9 @@ import torch
 from torch import nn
 
 from . import _checks as checks
-from .device import eval_mode, named_input_errors, synchronize
+from .device import eval_mode, named_input_errors, runs_int8, synchronize
 from .huffman import encoded_bits
 from .masks import PRUNABLE
-from .quant._checks import runs_int8
 from .quant.sharing import SharedWeight, kmeans_quantize
 
 

@@ -218,8 +218,8 @@ def test_a_teacher_that_cannot_take_the_inputs_is_named_as_the_teacher():
                                          r"torch.float32.*teacher.to\(torch.float32\)"):
         distill(MLP(20, [8], 10), MLP(20, [16], 10).double(), (x, y), 1, temperature=4, alpha=0.5, progress=False)
     for cache in (False, True):
-        with pytest.raises(ValueError, match=r"the teacher cannot take the training inputs of shape \(32, 20\); "
-                                             r"its first layer, net.1, takes 30 input features"):
+        with pytest.raises(ValueError, match=r"the teacher cannot take the training inputs of shape \(32, 20\): "
+                                             r"mat1 and mat2 shapes cannot be multiplied"):
             distill(MLP(20, [8], 10), MLP(30, [16], 10), TensorDataset(x, y), 1, temperature=4, alpha=0.5,
                     progress=False, cache_teacher=cache)
 
@@ -241,7 +241,35 @@ def test_int8_models_given_wrong_shapes_name_the_inputs_and_the_first_layer():
             kdlite.evaluate(model, (x, torch.zeros(4, dtype=torch.long)), device="cpu")
         with pytest.raises(ValueError, match=rf"cannot take the example inputs of shape {shape}"):
             measure.latency(model, x, warmup=1, repeats=1)
+    for model, x in ((cnn, torch.rand(4, 1, 8, 8)), (quant.dynamic_int8(mlp), torch.rand(4, 64))):
+        with pytest.raises(ValueError, match=r"the model runs int8 kernels on torch.float32 inputs but the evaluation "
+                                             r"inputs are torch.float64.*\(x.to\(torch.float32\)\)"):
+            kdlite.evaluate(model, (x.double(), torch.zeros(4, dtype=torch.long)), device="cpu")
 
+
+def test_a_models_own_errors_pass_through_and_float_errors_get_no_first_layer_guess():
+    class Own(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(64, 10)
+
+        def forward(self, x):
+            raise ValueError("Input shape must be (N, 3, 32, 32)\nsecond line")
+
+    class HeadFirst(nn.Module):  # registered out of order: "the first layer" would be fc, which is wrong
+        def __init__(self):
+            super().__init__()
+            self.fc, self.conv = nn.Linear(128, 10), nn.Conv2d(3, 2, 3)
+
+        def forward(self, x):
+            return self.fc(self.conv(x).flatten(1))
+
+    y = torch.zeros(4, dtype=torch.long)
+    with pytest.raises(ValueError, match="^Input shape must be \\(N, 3, 32, 32\\)\nsecond line$"):
+        kdlite.evaluate(Own(), (torch.rand(4, 64), y))
+    with pytest.raises(ValueError, match=r"inputs of shape \(4, 1, 8, 8\): Given groups=1") as e:
+        kdlite.evaluate(HeadFirst(), (torch.rand(4, 1, 8, 8), y))
+    assert "first layer" not in str(e.value)
 
 
 def test_wrong_input_shapes_and_dtypes_name_the_inputs():

@@ -9,14 +9,7 @@ import torch
 from torch import nn
 
 from .. import _checks as checks
-
-INT8_MODULES = ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")  # static and dynamic, fused or not
-
-
-def runs_int8(module: nn.Module) -> bool:
-    """A torch.ao quantized module (``to_int8``'s Linear, ConvReLU2d, ...; ``dynamic_int8``'s Linear): its kernels
-    are not plain float ops."""
-    return type(module).__module__.startswith(INT8_MODULES)
+from ..device import runs_int8
 
 
 def float32_model(value, who: str, token_ids: bool = True) -> nn.Module:
