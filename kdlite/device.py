@@ -99,7 +99,8 @@ def named_input_errors(model: nn.Module, x: torch.Tensor, what: str, who: str = 
             raise ValueError(f"{weights} but the {what} inputs are {x.dtype}; expected inputs of the {who}'s floating "
                              f"dtype ({fix})") from None
         int8_shape = int8 and any(w in message for w in INT8_SHAPE_ERRORS)
-        if int8_shape or any(w in message for w in ("cannot be multiplied", "expected input", "to have", "must match")):
+        float_shape = ("cannot be multiplied", "expected input", "to have", "must match the size")
+        if int8_shape or any(w in message for w in float_shape):
             hint = _first_layer(model, x) if int8_shape else ""
             raise ValueError(f"the {who} cannot take the {what} inputs of shape {tuple(x.shape)}{hint}: {message}") \
                 from None
