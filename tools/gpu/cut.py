@@ -1,9 +1,9 @@
 """Cut the chapters (converted to scripts in .gpu/ by ../shared/gpu/prepare.sh) into the record runs of
 tools/gpu/run.sh: each chapter up to the section after its records, chapter 7 in two (Deep Compression; the chain).
 
-Chapters 3 and 5, chapter 7's Deep Compression and chapter 8 train MLPs and LeNets on MNIST, which a CPU can record
-at `gpu` scale (see each record's device); so could chapter 6, in about 45 minutes a seed on 2 cores. The GPU is for
-the ResNets on CIFAR-10 (chapter 4, chapter 7's chain) and chapter 9."""
+Chapters 1, 2, 3 and 5, chapter 7's Deep Compression and chapter 8 train MLPs and small CNNs on MNIST, which a CPU
+can record at `gpu` scale (see each record's device); so could chapter 6, in about 45 minutes a seed on 2 cores. The
+GPU is for the ResNets on CIFAR-10 (chapter 4, chapter 7's chain) and chapter 9."""
 
 from pathlib import Path
 
@@ -22,6 +22,8 @@ def upto(src: list[str], heading: str) -> list[str]:
 ch7 = lines("07_pipeline")
 start = ch7.index("# ## Deep Compression on LeNet-300-100 and LeNet-5")
 RUNS = {
+    "rec01": upto(lines("01_why_compress"), "# ## Three families of compression"),
+    "rec02": upto(lines("02_soft_targets"), "# ## What can go wrong"),
     "rec03": upto(lines("03_knowledge_distillation"), "# ## What can go wrong"),
     "rec04": upto(lines("04_feature_distillation"), "# ## Against the literature"),
     "rec06": upto(lines("06_quantization"), "# ## Against the literature"),
