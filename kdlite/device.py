@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -105,6 +105,21 @@ def named_input_errors(model: nn.Module, x: torch.Tensor, what: str, who: str = 
             raise ValueError(f"the {who} cannot take the {what} inputs of shape {tuple(x.shape)}{hint}: {message}") \
                 from None
         raise
+
+
+@contextlib.contextmanager
+def named_extra_loss_errors(k: int, fn: Callable) -> Iterator[None]:
+    """torch's size errors inside ``distill``'s extra loss ``k`` ("The size of tensor a (8) must match the size of
+    tensor b (16)": features of different widths without a connector) become a ValueError naming that loss, rather
+    than reaching ``fit``, which would blame the model's inputs. The loss's other errors pass through unchanged."""
+    try:
+        yield
+    except RuntimeError as e:
+        message = str(e).splitlines()[0]
+        if not any(w in message for w in ("size of tensor", "shapes cannot be multiplied", "must match the size")):
+            raise
+        raise ValueError(f"extra_losses[{k}] ({getattr(fn, '__name__', type(fn).__name__)}) raised {message}; student "
+                         f"and teacher features of different sizes need a connector (kdlite.features.connector)") from e
 
 
 def _first_layer(model: nn.Module, x: torch.Tensor) -> str:

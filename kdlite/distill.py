@@ -18,7 +18,7 @@ from torch.utils.data import TensorDataset
 
 from . import _checks as checks
 from .data import DeviceLoader, as_batches
-from .device import eval_mode, named_input_errors
+from .device import eval_mode, named_extra_loss_errors, named_input_errors
 from .features import tapped_modules
 from .losses import MAX_TEMPERATURE, distillation_loss
 from .train import Batch, History, fit, training_device
@@ -164,7 +164,9 @@ def _make_step(teacher, temperature, alpha, extra_losses, cached, trained, steps
         steps[0] += 1
         for k, (weight, fn) in enumerate(extra_losses):
             weight = checks.epoch_weight(k, epoch, weight(epoch)) if callable(weight) else weight
-            loss = loss + weight * checks.scalar_loss(k, fn(s, t, batch), finite=unchecked[0])
+            with named_extra_loss_errors(k, fn):
+                term = fn(s, t, batch)
+            loss = loss + weight * checks.scalar_loss(k, term, finite=unchecked[0])
         if unchecked[0]:  # once: is every parameter the loss depends on being trained?
             _check_all_trained(leaf_parameters(loss), trained)
             unchecked[0] = False

@@ -320,3 +320,21 @@ def test_bad_epoch_weights(digits, trained_teacher):
     with pytest.raises(ValueError, match=r"needs a train with a length.*got NoLength"):
         distill(student, trained_teacher, NoLength(), 1, extra_losses=[(lambda epoch: 1.0, term)], **kw)
     distill(student, trained_teacher, NoLength(), 1, extra_losses=[(1.0, term)], **kw)  # a number needs no length
+
+
+def test_an_extra_loss_that_fails_is_named_not_the_models_inputs():
+    """A hand-written feature loss on features of different widths: torch's size error names the extra loss and
+    the connector, instead of fit's 'the model cannot take the training inputs'."""
+    torch.manual_seed(0)
+    x, y = torch.rand(32, 20), torch.randint(0, 10, (32,))
+    student, teacher = nn.Sequential(nn.Linear(20, 8), nn.ReLU(), nn.Linear(8, 10)), nn.Sequential(
+        nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 10))
+    with FeatureTap(student, "1") as st, FeatureTap(teacher, "1") as tt:
+        def feature_mse(s, t, batch):
+            return (st.features["1"] - tt.features["1"]).pow(2).mean()
+
+        with pytest.raises(ValueError, match=r"extra_losses\[0\] \(feature_mse\) raised The size of "
+                                             r"tensor a \(8\) must match .*need a connector") as e:
+            distill(student, teacher, (x, y), 1, temperature=4.0, alpha=0.5, progress=False,
+                    extra_losses=[(1.0, feature_mse)])
+    assert "cannot take the training inputs" not in str(e.value)
