@@ -77,18 +77,35 @@ def runs_int8(module: nn.Module) -> bool:
 
 
 @contextlib.contextmanager
-def named_input_errors(model: nn.Module, x: torch.Tensor, what: str, who: str = "model") -> Iterator[None]:
+def named_input_errors(model: nn.Module, x: torch.Tensor, what: str, who: str = "model",
+                       forward_only: bool = False) -> Iterator[None]:
     """Inside the ``with`` block, torch's errors about inputs the model cannot take ("mat1 and mat2 must have the
     same dtype", "Input type (float) and bias type (double) should be the same", "expected input[2, 3, 8, 8] to
     have 1 channels", "mat1 and mat2 shapes cannot be multiplied"; an int8 model's oneDNN and fbgemm errors, which
     say nothing of the shape expected) become a ValueError that names the inputs (``what``: "training",
-    "calibration", ...), their shape and dtype, and the model's dtype; ``who`` names the model ("teacher")."""
+    "calibration", ...), their shape and dtype, and the model's dtype; ``who`` names the model ("teacher").
+
+    ``forward_only``: for a block that also computes a loss (a training step), only errors raised inside
+    ``model``'s own forward pass are translated, about the input it was called with; the loss's errors pass
+    through unchanged."""
+    calls: list = []  # the inputs of the model's forward passes still running (or that raised)
+
+    def enter(module: nn.Module, args: tuple) -> None:
+        calls.append(args[0] if args else x)
+
+    def leave(module: nn.Module, args: tuple, output) -> None:
+        calls.pop()
+
+    hooks = [model.register_forward_pre_hook(enter), model.register_forward_hook(leave)] if forward_only else []
     try:
         yield
     except (RuntimeError, ValueError) as e:  # ValueError: the int8 conv's "Input shape must be `(N, C, H, W)`!"
         message, int8 = str(e).splitlines()[0], any(runs_int8(m) for m in model.modules())
         if isinstance(e, ValueError) and not (int8 and message.startswith(INT8_SHAPE_ERRORS[2])):
             raise  # the model's own ValueError, already clear
+        if forward_only and not calls:
+            raise  # raised outside the model's forward: the loss's own error
+        x = calls[-1] if calls and isinstance(calls[-1], torch.Tensor) else x
         weight = next((p.dtype for p in model.parameters() if p.is_floating_point()),
                       torch.float32 if int8 else x.dtype)  # an int8 model takes float32 inputs
         if x.dtype != weight and any(w in message for w in ("dtype", "scalar type", "ype (", "Float Tensor")):
@@ -101,10 +118,13 @@ def named_input_errors(model: nn.Module, x: torch.Tensor, what: str, who: str = 
         int8_shape = int8 and any(w in message for w in INT8_SHAPE_ERRORS)
         float_shape = ("cannot be multiplied", "expected input", "to have", "must match the size")
         if int8_shape or any(w in message for w in float_shape):
-            hint = _first_layer(model, x) if int8_shape else ""
+            hint = _first_layer(model, x) if int8 else ""
             raise ValueError(f"the {who} cannot take the {what} inputs of shape {tuple(x.shape)}{hint}: {message}") \
                 from None
         raise
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 @contextlib.contextmanager

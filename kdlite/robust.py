@@ -110,7 +110,7 @@ def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.
 def _gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """:func:`input_gradient` without the checks, with the model as it is (the attacks call it inside eval_mode)."""
     x = x.detach().requires_grad_(True)
-    with torch.enable_grad(), named_input_errors(model, x, "attack"):
+    with torch.enable_grad(), named_input_errors(model, x, "attack", forward_only=True):
         logits = model(x)
         _check_classes(y, logits)
         loss = F.cross_entropy(logits, y.to(logits.device, torch.long), reduction="sum")

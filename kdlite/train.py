@@ -319,7 +319,7 @@ def _check_fit(model, optimizer, lr, weight_decay, scheduler) -> None:
 def _first_step(step: Step, model: nn.Module, batch: Batch, train) -> tuple[torch.Tensor, torch.Tensor]:
     """The first step of a run, with the label checks (the batch's labels, then every label of the loader) and a
     model whose dtype does not match the inputs named as such."""
-    with named_input_errors(model, batch[0], "training"):
+    with named_input_errors(model, batch[0], "training", forward_only=True):
         if step is cross_entropy_step:
             loss, logits = step(model, batch, check_labels=True)
         else:

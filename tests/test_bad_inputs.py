@@ -308,3 +308,27 @@ def test_eval_mode_restores_each_submodules_mode():
         assert not any(x.training for x in m.modules())
         raise RuntimeError("fails inside")
     assert model.training and model[0].training and not model[1].training
+
+
+def test_a_size_error_in_a_custom_steps_loss_is_not_blamed_on_the_inputs():
+    """fit names the inputs only for errors raised inside the model's forward pass; a bug in the loss of a user's
+    step= reaches the user as torch raised it, and the hooks fit adds for this are gone afterwards."""
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+
+    def bad_loss(model, batch):
+        s = model(batch[0])
+        return ((s - torch.zeros(16, 5)) ** 2).mean(), s
+
+    def reshaped(model, batch):  # the model is called with (16, 2, 2), not batch[0]: the error names that input
+        s = model(batch[0].reshape(16, 2, 2))
+        return nn.functional.cross_entropy(s, batch[1]), s
+
+    model = MLP(4, [8], 3)
+    with pytest.raises(RuntimeError, match=r"^The size of tensor a \(3\) must match the size of tensor b \(5\)"):
+        kdlite.fit(model, TensorDataset(x, y), 1, step=bad_loss, progress=False)
+    assert not model._forward_hooks and not model._forward_pre_hooks
+    with pytest.raises(ValueError, match=r"the model cannot take the training inputs of shape \(16, 2, 2\): mat1"):
+        kdlite.fit(MLP(5, [8], 3), TensorDataset(x, y), 1, step=reshaped, progress=False)
+    with pytest.raises(ValueError, match=r"the model cannot take the attack inputs of shape \(4, 4\)"):
+        kdlite.robust.input_gradient(MLP(5, [8], 3), x[:4].sigmoid(), y[:4])
+
