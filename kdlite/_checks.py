@@ -157,6 +157,9 @@ def targets(targets, logits: torch.Tensor) -> None:
 def kd_args(student_logits, teacher_logits, t, labels=None) -> float:
     """The checks of ``kd_loss`` (and, with ``labels``, ``distillation_loss``); returns the temperature ``t``."""
     logit_pair(student_logits, teacher_logits)
+    if student_logits.shape[-1] < 2:
+        raise ValueError(f"the logits have one class (shape {tuple(student_logits.shape)}): the loss and its gradient "
+                         f"would be 0; expected at least 2 classes (a binary model's logit z is the pair (0, z))")
     if labels is not None:
         targets(labels, student_logits)
     return temperature(t, MAX_TEMPERATURE)

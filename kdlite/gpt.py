@@ -91,7 +91,8 @@ class GPT(nn.Module):
         self.apply(_gpt2_init)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        _check_idx(idx, self.block_size, None if idx.is_cuda else self.tok_emb.num_embeddings)  # no sync on CUDA
+        on_cuda = getattr(idx, "is_cuda", False)  # no range check (a device sync) on CUDA
+        _check_idx(idx, self.block_size, None if on_cuda else self.tok_emb.num_embeddings)
         positions = torch.arange(idx.shape[1], device=idx.device)
         x = self.drop(self.tok_emb(idx.long()) + self.pos_emb(positions))
         return self.head(self.ln_f(self.blocks(x)))

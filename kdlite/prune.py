@@ -57,8 +57,13 @@ __all__ = [
     "sparsity",
 ]
 
-def _check_amount(amount: float, name: str = "amount") -> float:
-    return fraction(amount, name)
+def _check_amounts(amounts) -> list[float]:
+    listed = None if isinstance(amounts, (str, bytes, torch.Tensor)) or not isinstance(amounts, Iterable) else \
+        list(amounts)
+    if not listed:
+        raise ValueError(f"amounts must be a non-empty sequence of target sparsities, e.g. [0.5, 0.8]; got "
+                         f"{type(amounts).__name__} {amounts!r:.40}")
+    return [fraction(a, f"amounts[{i}]") for i, a in enumerate(listed)]
 
 
 def _layers_or_error(model: nn.Module, modules=None, kinds: tuple[type, ...] = PRUNABLE) -> dict[str, nn.Module]:
@@ -101,7 +106,7 @@ def magnitude_prune(
     ``kdlite.masks``) and through ``state_dict`` save and load. Returns the masks (layer name -> boolean tensor,
     ``True`` = kept; copies).
     """
-    amount = _check_amount(amount)
+    amount = fraction(amount, "amount")
     if scope not in ("global", "layer"):
         raise ValueError(f"scope must be 'global' or 'layer'; got {scope!r}")
     layers = _layers_or_error(model, modules)
@@ -169,8 +174,8 @@ def gradual_schedule(initial: float, final: float, steps: int) -> list[float]:
     (``n = steps``; ``steps + 1`` values from ``initial`` to ``final``). It prunes fast while the network
     has many redundant weights and slowly near the end.
     """
-    _check_amount(initial, "initial")
-    _check_amount(final, "final")
+    fraction(initial, "initial")
+    fraction(final, "final")
     if initial > final:
         raise ValueError(f"initial must be <= final; got initial={initial}, final={final}")
     steps = integer(steps, "steps", 1)
@@ -229,9 +234,7 @@ def iterative_prune(
     each retraining: iterative magnitude pruning as in the lottery ticket hypothesis. Returns one record per
     round: ``{"round", "amount", "sparsity", "val_accuracy" (when val is given), "history"}``.
     """
-    amounts = [_check_amount(a, "amounts[...]") for a in amounts]
-    if not amounts:
-        raise ValueError("amounts is empty: give at least one target sparsity")
+    amounts = _check_amounts(amounts)
     epochs_per_round = integer(epochs_per_round, "epochs_per_round", 0)
     desc = fit_kwargs.pop("desc", None)
     records = []
@@ -259,7 +262,7 @@ def sensitivity_scan(
     retraining: layer name -> accuracies in the order of ``amounts``. ``model`` itself is not changed (each
     measurement prunes a copy). Layers whose accuracy drops first deserve a smaller share of the pruning.
     """
-    amounts = [_check_amount(a, "amounts[...]") for a in amounts]
+    amounts = _check_amounts(amounts)
     result = {}
     for name in prunable_layers(model, modules):
         accs = []

@@ -332,3 +332,30 @@ def test_a_size_error_in_a_custom_steps_loss_is_not_blamed_on_the_inputs():
     with pytest.raises(ValueError, match=r"the model cannot take the attack inputs of shape \(4, 4\)"):
         kdlite.robust.input_gradient(MLP(5, [8], 3), x[:4].sigmoid(), y[:4])
 
+
+def test_more_bad_inputs_get_clear_errors():
+    """Found by probing the public API: each used to pass silently or reach the user as a raw Python error."""
+    from kdlite import prune, quant
+    from kdlite.losses import sequence_kd_loss
+    from kdlite.models import GPT
+
+    for call in (lambda: kd_loss(torch.randn(4, 1), torch.randn(4, 1), 4.0),  # a loss (and gradient) of exactly 0
+                 lambda: sequence_kd_loss(torch.randn(2, 3, 1), torch.randn(2, 3, 1))):
+        with pytest.raises(ValueError, match=r"the logits have one class \(shape .*\).*expected at least 2 classes"):
+            call()
+    with pytest.raises(TypeError, match="idx must be a torch.Tensor; got list"):
+        GPT(10, 8, 1, 1, 8)([[1, 2]])
+    x, y = torch.randn(6, 4), torch.zeros(5, dtype=torch.long)
+    for call, name in ((lambda: kdlite.fit(MLP(4, [8], 3), (x, y), 1, progress=False), "train"),
+                       (lambda: kdlite.evaluate(MLP(4, [8], 3), (x, y)), "data"),
+                       (lambda: quant.quantize_ptq(MLP(4, [8], 3), (x, y)), "data")):
+        with pytest.raises(ValueError, match=rf"^{name} .*holds tensors of lengths \[6, 5\]; expected one length"):
+            call()
+    data = (x, torch.zeros(6, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"amounts must be a non-empty sequence of target sparsities.*got float 0.5"):
+        prune.iterative_prune(MLP(4, [8], 3), data, 0.5, 1, progress=False)
+    with pytest.raises(ValueError, match=r"amounts must be a non-empty sequence.*got list \[\]"):
+        prune.sensitivity_scan(MLP(4, [8], 3), data, [])
+    with pytest.raises(ValueError, match=r"prepare_qat found no nn.Conv2d or nn.Linear in Sequential"):
+        quant.prepare_qat(nn.Sequential(nn.Conv1d(2, 2, 3)))
+    assert isinstance(quant.prepare_qat(nn.Linear(8, 4)), quant.QuantLinear)  # a layer alone is swapped too

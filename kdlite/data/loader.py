@@ -113,6 +113,13 @@ class DeviceLoader:
         return f"DeviceLoader(n={self.n}, batch_size={self.batch_size}, batches={len(self)}, device={self.device})"
 
 
+def _same_lengths(tensors: tuple[torch.Tensor, ...], name: str) -> tuple[torch.Tensor, ...]:
+    if len({len(t) for t in tensors}) > 1:
+        raise ValueError(f"{name} (x, y, ...) holds tensors of lengths {[len(t) for t in tensors]}; expected one "
+                         f"length, one row per example (a tuple of tensors is one dataset; a list is batches)")
+    return tensors
+
+
 def as_batches(
     data, batch_size: int = 128, *, shuffle: bool = False, device: torch.device | str | None = None, name: str = "data"
 ) -> Iterable:
@@ -120,9 +127,8 @@ def as_batches(
     tensors of one length, becomes a :class:`DeviceLoader` of ``batch_size``; any other iterable of batches (a
     ``DeviceLoader``, a torch ``DataLoader``, a list of batches) is used as it is. A tuple is the data, a list is
     batches: ``(x, y)`` is one dataset, ``[x1, x2]`` two batches. ``name`` is the argument's name in messages."""
-    if isinstance(data, tuple) and len(data) >= 2 and all(isinstance(t, torch.Tensor) for t in data) \
-            and len({len(t) for t in data}) == 1:
-        data = TensorDataset(*data)  # fit(model, (x, y), epochs)
+    if isinstance(data, tuple) and len(data) >= 2 and all(isinstance(t, torch.Tensor) and t.ndim for t in data):
+        data = TensorDataset(*_same_lengths(data, name))  # fit(model, (x, y), epochs)
     if isinstance(data, TensorDataset):
         return DeviceLoader(data, batch_size, shuffle=shuffle, device=device)
     if isinstance(data, (torch.Tensor, str, bytes)) or not isinstance(data, Iterable):
