@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from .. import _checks as checks
+from ._checks import given_qparams, grid_axis
 
 
 def per_channel(
@@ -116,7 +117,7 @@ def qparams(
     every step, on their own weights).
     """
     if check:
-        x, bits, axis = checks.tensor(x, "x", nonempty=True), checks.bits(bits), checks.axis(axis, x)
+        x, bits, axis = checks.tensor(x, "x", nonempty=True), checks.bits(bits), grid_axis(axis, x)
         checks.range_method(method, percentile, RANGES), checks.finite(x, "x")
     lo, hi = RANGES[method](_rows(x.detach(), axis), bits, symmetric, percentile)
     scale, zero_point = scale_zero_point(lo, hi, bits, symmetric)
@@ -134,8 +135,8 @@ def quantize(
     """q = clamp(round(x / s) + z, q_min, q_max) as an int32 tensor (``torch.round``: halves to even).
 
     ``x`` must be finite: an integer code has no NaN, so NaN or inf in ``x`` raises a ValueError."""
-    x, bits, axis = checks.tensor(x, "x"), checks.bits(bits), checks.axis(axis, x)
-    scale, zero_point = per_channel(x, *checks.scale_zero_point(x, scale, zero_point, axis, bits, symmetric), axis)
+    x, bits, axis = checks.tensor(x, "x"), checks.bits(bits), grid_axis(axis, x)
+    scale, zero_point = per_channel(x, *given_qparams(x, scale, zero_point, axis, bits, symmetric), axis)
     checks.finite(x, "x")
     qmin, qmax = qrange(bits, symmetric)
     return torch.clamp(torch.round(x.detach() / scale) + zero_point, qmin, qmax).to(torch.int32)
@@ -146,8 +147,8 @@ def dequantize(
 ) -> torch.Tensor:
     """x̂ = s · (q − z), in the scale's floating dtype."""
     q = checks.tensor(q, "q", floating=False)
-    axis = checks.axis(axis, q)
-    scale, zero_point = per_channel(q, *checks.scale_zero_point(q, scale, zero_point, axis), axis)
+    axis = grid_axis(axis, q)
+    scale, zero_point = per_channel(q, *given_qparams(q, scale, zero_point, axis), axis)
     return (q.to(scale.dtype) - zero_point.to(scale.dtype)) * scale
 
 
@@ -185,7 +186,7 @@ def fake_quantize(
     is what ``kdlite.fit`` detects. ``check=False`` also skips the checks of the arguments (and their device
     syncs), for the QAT layers' (scale, zero_point) tensors made by ``qparams`` or ``scale_zero_point``."""
     if check:
-        x, bits, axis = checks.tensor(x, "x"), checks.bits(bits), checks.axis(axis, x)
-        scale, zero_point = checks.scale_zero_point(x, scale, zero_point, axis, bits, symmetric)
+        x, bits, axis = checks.tensor(x, "x"), checks.bits(bits), grid_axis(axis, x)
+        scale, zero_point = given_qparams(x, scale, zero_point, axis, bits, symmetric)
     scale, zero_point = per_channel(x, scale, zero_point, axis)
     return StraightThrough.apply(x, scale, zero_point, *qrange(bits, symmetric))
