@@ -10,7 +10,7 @@ import difflib
 import math
 import numbers
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -51,6 +51,43 @@ def number(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number; got {value!r}")
     return float(value)
+
+
+def mapping(value, name: str, what: str) -> Mapping:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a dict of {what}; got {type(value).__name__}")
+    return value
+
+
+def state_dict(value, name: str) -> Mapping:
+    """``value`` as a state_dict: a mapping of names to tensors, such as ``copy.deepcopy(model.state_dict())``."""
+    if isinstance(value, nn.Module) or not isinstance(value, Mapping):
+        fix = f" (pass its {name}.state_dict())" if isinstance(value, nn.Module) else ""
+        raise TypeError(f"{name} must be a state_dict, e.g. copy.deepcopy(model.state_dict()) taken before "
+                        f"training; got {type(value).__name__}{fix}")
+    return value
+
+
+def like(value, expected: torch.Tensor, name: str) -> torch.Tensor:
+    """``value`` as a tensor of ``expected``'s shape (a state_dict's entry for the model's own)."""
+    if not isinstance(value, torch.Tensor) or value.shape != expected.shape:
+        got = f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+        raise ValueError(f"{name} has {got}; the model's has shape {tuple(expected.shape)} (a state_dict of "
+                         f"another architecture?)")
+    return value
+
+
+def optional_function(value, name: str, what: str):
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be {what} or None; got {type(value).__name__}")
+    return value
+
+
+def image_batch(x, who: str, shape: str, low: int, high: int) -> None:
+    """``x`` is a tensor of ``low`` to ``high`` dimensions: a batch of images (``shape`` names the layout)."""
+    if not isinstance(x, torch.Tensor) or not low <= x.dim() <= high:
+        got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else f"a {type(x).__name__}"
+        raise ValueError(f"{who} expects a batch of images {shape}; got {got}")
 
 
 def file_name(name, example: str) -> str:
@@ -109,6 +146,8 @@ def float_tensor(name: str, x, min_dim: int = 1) -> None:
 
 def binary_mask(mask, name: str) -> torch.Tensor:
     """``mask`` as a boolean tensor; a float or int mask must hold only 0s and 1s (a 0.3 would otherwise keep)."""
+    if mask is None or isinstance(mask, (str, bytes)):
+        raise TypeError(f"{name} must be a boolean tensor (True keeps a weight); got {type(mask).__name__}")
     mask = torch.as_tensor(mask)
     if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
         odd = mask[(mask != 0) & (mask != 1)].flatten()[:3].tolist()

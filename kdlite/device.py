@@ -23,7 +23,11 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
     if device is None:
         device = os.environ.get("KDLITE_DEVICE") or None
     if device is not None:
-        return torch.device(device)
+        try:
+            return torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device must be a torch.device or a name such as 'cpu', 'cuda', 'cuda:1' or 'mps'; got "
+                             f"{device!r}") from None
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils import prune as torch_prune
 
-from ._checks import binary_mask, float_tensor, integer, module
+from ._checks import binary_mask, float_tensor, integer, mapping, module
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)  # the layers pruning acts on, everywhere in kdlite
 
@@ -60,10 +60,11 @@ def semi_structured_mask(weight: torch.Tensor, n: int = 2, m: int = 4) -> torch.
 
 
 def prunable_layers(
-    model: nn.Module, modules: Iterable[str | nn.Module] | None = None
+    model: nn.Module, modules: Iterable[str | nn.Module] | None = None, *, name: str = "modules"
 ) -> dict[str, nn.Module]:
     """The layers whose weights pruning acts on, by name: every ``nn.Linear`` and ``nn.Conv1d/2d/3d`` of
-    ``model``, or only ``modules`` (names or module objects of ``model``; each must be Linear or Conv)."""
+    ``model``, or only ``modules`` (names or module objects of ``model``; each must be Linear or Conv). ``name``:
+    the argument ``modules`` came in as, for the messages."""
     everything = dict(module(model).named_modules())
     layers = {name: m for name, m in everything.items() if isinstance(m, PRUNABLE)}
     if modules is None:
@@ -73,15 +74,16 @@ def prunable_layers(
     names_of = {id(m): name for name, m in everything.items()}
     chosen = {}
     for m in modules:
-        name = m if isinstance(m, str) else names_of.get(id(m))
-        if name not in everything:
-            raise ValueError(f"modules: {m!r} is not a submodule of the model")
-        if name not in layers:
-            kind = type(everything[name]).__name__
-            raise ValueError(f"modules: {name!r} is a {kind}; only Linear and Conv1d/2d/3d can be pruned")
-        chosen[name] = layers[name]
+        key = m if isinstance(m, str) else names_of.get(id(m))
+        if key not in everything:
+            raise ValueError(f"{name}: {m!r} is not a submodule of the model; its prunable layers are "
+                             f"{', '.join(map(repr, layers)) or 'none'}")
+        if key not in layers:
+            kind = type(everything[key]).__name__
+            raise ValueError(f"{name}: {key!r} is a {kind}; only Linear and Conv1d/2d/3d can be pruned")
+        chosen[key] = layers[key]
     if not chosen:
-        raise ValueError("modules is empty: give at least one layer to prune")
+        raise ValueError(f"{name} is empty: give at least one layer to prune")
     return chosen
 
 
@@ -105,7 +107,7 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Modul
     """Prune ``model`` with the given masks (layer name -> boolean tensor of the weight's shape, ``True``
     keeps): attaches ``W = W_orig ⊙ M`` to each named layer, or replaces the mask it already has.
     Returns ``model``."""
-    layers = prunable_layers(model, list(masks))
+    layers = prunable_layers(model, list(mapping(masks, "masks", "layer names to boolean masks")), name="masks")
     _check_not_torch_pruned(layers)  # before any layer changes
     for name, layer in layers.items():
         mask = binary_mask(masks[name], f"masks[{name!r}]")

@@ -200,14 +200,14 @@ def rewind(
     With ``masks`` (from :func:`magnitude_prune`), those masks are applied afterwards, e.g. to a freshly
     initialised model for the random-reinitialisation control. Returns ``model``.
     """
-    state = model.state_dict()
+    state, initial_state = checks.module(model).state_dict(), checks.state_dict(initial_state, "initial_state")
     for key in state:
         if key.endswith(".parametrizations.weight.0.mask"):
             continue  # keep the masks
         source = _plain_key(key) if _plain_key(key) in initial_state else key
         if source not in initial_state:
             raise ValueError(f"initial_state has no entry {_plain_key(key)!r} (nor {key!r})")
-        state[key] = initial_state[source]
+        state[key] = checks.like(initial_state[source], state[key], f"initial_state[{source!r}]")
     model.load_state_dict(state)
     if masks is not None:
         apply_masks(model, masks)

@@ -359,3 +359,51 @@ def test_more_bad_inputs_get_clear_errors():
     with pytest.raises(ValueError, match=r"prepare_qat found no nn.Conv2d or nn.Linear in Sequential"):
         quant.prepare_qat(nn.Sequential(nn.Conv1d(2, 2, 3)))
     assert isinstance(quant.prepare_qat(nn.Linear(8, 4)), quant.QuantLinear)  # a layer alone is swapped too
+
+
+def test_loaders_devices_augmentations_and_rewinds_name_bad_arguments():
+    from kdlite import quant
+    from kdlite.data import random_crop, random_flip
+    from kdlite.prune import rewind
+
+    x, y = torch.rand(8, 1, 4, 4), torch.zeros(8, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"device must be a torch.device or a name such as 'cpu'.*got 'gpu0'"):
+        DeviceLoader((x, y), 4, device="gpu0")
+    with pytest.raises(ValueError, match=r"device must be .*got 'gpu0'"):
+        kdlite.get_device("gpu0")
+    with pytest.raises(TypeError, match=r"augment must be a function of a batch x .* or None; got int"):
+        DeviceLoader((x, y), 4, augment=3)
+    with pytest.raises(ValueError, match=r"seed must be a non-negative int; got 1.5"):
+        DeviceLoader((x, y), 4, seed=1.5)
+    with pytest.raises(ValueError, match=r"same length \(one row per example\); got shapes \[\(\), \(\)\]"):
+        DeviceLoader((torch.tensor(1.0), torch.tensor(2)), 4)
+    for flip_or_crop, bad in ((random_flip, torch.rand(8)), (random_flip, [[1.0]]), (random_crop, [[1.0]])):
+        with pytest.raises(ValueError, match=r"expects a batch of images \(N, C, H, W\)"):
+            flip_or_crop(bad)
+    assert random_flip(torch.rand(8, 4, 4)).shape == (8, 4, 4)  # (N, H, W) images are fine
+    model = MLP(4, [8], 3)
+    for bad, error, words in ((None, TypeError, r"initial_state must be a state_dict.*got NoneType$"),
+                              (model, TypeError, r"got MLP \(pass its initial_state.state_dict\(\)\)"),
+                              (MLP(4, [9], 3).state_dict(), ValueError,
+                               r"initial_state\['net.1.weight'\] has shape \(9, 4\); the model's has shape \(8, 4\)")):
+        with pytest.raises(error, match=words):
+            rewind(model, bad)
+    with pytest.raises(ValueError, match=r"group_size must be a positive int; got -3"):
+        quant.group_quantize_model(nn.Sequential(nn.Conv2d(3, 4, 3)), 4, -3)
+    with pytest.raises(ValueError, match=r"group_quantize_model quantizes nn.Linear weights; Sequential has no"):
+        quant.group_quantize_model(nn.Sequential(nn.Conv2d(3, 4, 3)), 4, 32)
+
+
+def test_apply_masks_names_its_argument_and_the_layers_it_could_take():
+    from kdlite.prune import apply_masks
+
+    model = MLP(4, [8], 3)
+    with pytest.raises(ValueError, match=r"^masks: 'fc' is not a submodule of the model; its prunable layers are "
+                                         r"'net.1', 'net.3'"):
+        apply_masks(model, {"fc": torch.ones(8, 4)})
+    with pytest.raises(ValueError, match=r"^masks is empty"):
+        apply_masks(model, {})
+    with pytest.raises(TypeError, match=r"masks\['net.1'\] must be a boolean tensor .*got NoneType"):
+        apply_masks(model, {"net.1": None})
+    with pytest.raises(TypeError, match=r"masks must be a dict of layer names to boolean masks; got list"):
+        apply_masks(model, [torch.ones(8, 4)])

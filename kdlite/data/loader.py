@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 from torch.utils.data import TensorDataset
 
-from .._checks import integer
+from .._checks import image_batch, integer, optional_function
 from ..device import get_device
 
 
@@ -21,8 +21,7 @@ def random_crop(x: torch.Tensor, padding: int = 4) -> torch.Tensor:
 
     With ``padding=2`` on MNIST this is the "jitter by up to two pixels" of Hinton et al. (2015).
     """
-    if x.dim() != 4:
-        raise ValueError(f"random_crop expects a batch of images (N, C, H, W); got shape {tuple(x.shape)}")
+    image_batch(x, "random_crop", "(N, C, H, W)", 4, 4)
     if integer(padding, "padding", 0, what="an int >= 0 (pixels of shift)") == 0:
         return x
     n, c, h, w = x.shape
@@ -37,6 +36,7 @@ def random_crop(x: torch.Tensor, padding: int = 4) -> torch.Tensor:
 
 def random_flip(x: torch.Tensor) -> torch.Tensor:
     """Flip each image left-right with probability 1/2."""
+    image_batch(x, "random_flip", "(N, C, H, W) or (N, H, W)", 3, 4)
     flip = torch.rand(x.shape[0], device=x.device) < 0.5
     return torch.where(flip.view(-1, *([1] * (x.dim() - 1))), x.flip(-1), x)
 
@@ -81,10 +81,12 @@ class DeviceLoader:
         else:
             raise TypeError(f"dataset must be a TensorDataset or a tuple of tensors (e.g. from "
                             f"kdlite.load_dataset); got {type(dataset).__name__}")
-        if not tensors or any(len(t) != len(tensors[0]) for t in tensors):
-            raise ValueError(f"dataset must hold one or more tensors of the same length; got lengths "
-                             f"{[len(t) for t in tensors]}")
-        self.device = torch.device(device) if device is not None else get_device()
+        if not tensors or any(t.ndim == 0 or len(t) != len(tensors[0]) for t in tensors):
+            raise ValueError(f"dataset must hold one or more tensors of the same length (one row per example); got "
+                             f"shapes {[tuple(t.shape) for t in tensors]}")
+        augment = optional_function(augment, "augment", "a function of a batch x (e.g. kdlite.data.crop_and_flip)")
+        seed = None if seed is None else integer(seed, "seed", 0)
+        self.device = get_device(device)
         self.tensors = tuple(t.to(self.device) for t in tensors)
         self.batch_size, self.shuffle, self.augment, self.drop_last = batch_size, shuffle, augment, drop_last
         self.generator = torch.Generator()
