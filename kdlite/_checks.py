@@ -59,6 +59,13 @@ def mapping(value, name: str, what: str) -> Mapping:
     return value
 
 
+def layers_of(model, kinds: tuple[type, ...], who: str, what: str) -> nn.Module:
+    """``model``, a module with at least one layer of ``kinds`` (``what`` names them), for ``who``."""
+    if not any(isinstance(m, kinds) for m in module(model).modules()):
+        raise ValueError(f"{who} acts on {what} layers; {type(model).__name__} has none")
+    return model
+
+
 def state_dict(value, name: str) -> Mapping:
     """``value`` as a state_dict: a mapping of names to tensors, such as ``copy.deepcopy(model.state_dict())``."""
     if isinstance(value, nn.Module) or not isinstance(value, Mapping):
@@ -88,6 +95,15 @@ def image_batch(x, who: str, shape: str, low: int, high: int) -> None:
     if not isinstance(x, torch.Tensor) or not low <= x.dim() <= high:
         got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else f"a {type(x).__name__}"
         raise ValueError(f"{who} expects a batch of images {shape}; got {got}")
+
+
+def channel_scores(scores, channels: int) -> torch.Tensor:
+    """What ``channel_prune``'s ``importance`` function returned: one finite score per output channel."""
+    if not isinstance(scores, torch.Tensor) or scores.shape != (channels,):
+        got = f"shape {tuple(scores.shape)}" if isinstance(scores, torch.Tensor) else f"a {type(scores).__name__}"
+        raise ValueError(f"importance must return a tensor of one score per output channel ({channels},); got {got}")
+    finite(scores, "the scores importance returned")
+    return scores
 
 
 def file_name(name, example: str) -> str:

@@ -69,7 +69,8 @@ class FeatureTap:
 
 def tapped_modules(model: nn.Module) -> list[str]:
     """The names of ``model``'s submodules that an open :class:`FeatureTap` is recording (``""``: the model)."""
-    return [name for name, m in model.named_modules() if any(hasattr(h, "tap") for h in m._forward_hooks.values())]
+    return [name for name, m in checks.module(model).named_modules()
+            if any(hasattr(h, "tap") for h in m._forward_hooks.values())]
 
 
 def connector(student_shape: Sequence[int], teacher_shape: Sequence[int]) -> nn.Module:

@@ -200,9 +200,12 @@ def deep_compression_size(
     bytes (1.0 with the defaults). Returns ``{"bytes", "dense_bytes", "ratio", "layers": {name: {"weights",
     "nonzero", "fillers", "value_bits", "index_bits", "codebook_bits", "bias_bits", "bytes", "dense_bytes"}}}``.
     """
-    checks.module(model)
     weight_bits = None if weight_bits is None else checks.bits(weight_bits, "weight_bits")
     index_bits = None if index_bits is None else checks.integer(index_bits, "index_bits", 1, 32, "an int from 1 to 32")
+    if huffman and weight_bits is None and index_bits is None:
+        raise ValueError("huffman=True codes the centroid indices (weight_bits) and the gaps (index_bits); give at "
+                         "least one of them, e.g. weight_bits=5, index_bits=4")
+    checks.layers_of(model, PRUNABLE, "deep_compression_size", "Linear and Conv")
     layers = {}
     for name, m in model.named_modules():
         if not isinstance(m, PRUNABLE):

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ._checks import fraction
+from ._checks import channel_scores, fraction, module
 from .device import eval_mode
 from .masks import PRUNABLE, apply_masks, copy_model, layer_mask, remove_masks
 
@@ -87,10 +87,7 @@ def _follow(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[list[str], li
 
 def _keep_channels(weight: torch.Tensor, amount: float, importance: Callable[[torch.Tensor], torch.Tensor]):
     """Indices (ascending) of the ``max(1, C - round(amount · C))`` most important output channels."""
-    scores = importance(weight)
-    if scores.shape != (weight.shape[0],):
-        raise ValueError(f"importance must return one score per output channel ({weight.shape[0]}); "
-                         f"got shape {tuple(scores.shape)}")
+    scores = channel_scores(importance(weight), weight.shape[0])
     n_keep = max(1, weight.shape[0] - round(amount * weight.shape[0]))
     return torch.argsort(scores, descending=True, stable=True)[:n_keep].sort().values
 
@@ -163,7 +160,7 @@ def channel_prune(
     channels are tied and are left alone, with a warning that lists them. Grouped/depthwise convolutions and
     unknown modules raise ValueError naming the layer.
     """
-    amount = fraction(amount, "amount", "of channels to remove")
+    amount, model = fraction(amount, "amount", "of channels to remove"), module(model)
     if isinstance(importance, str):
         if importance not in ("l1", "l2"):
             raise ValueError(f"importance must be 'l1', 'l2' or a function of the weight; got {importance!r}")
@@ -210,6 +207,10 @@ def channel_prune(
             _set(twin.get_submodule(name), "weight", layer_mask(model.get_submodule(name)).float())
         _shrink(dict(twin.named_modules()), plans)
         apply_masks(pruned, {name: twin.get_submodule(name).weight.bool() for name in masked})
+    if not plans:
+        warnings.warn(f"channel_prune found no layer of {type(model).__name__} whose output channels it can "
+                      f"remove (the classifier's outputs, and channels tied by residual additions, stay): the copy "
+                      f"is unchanged", stacklevel=2)
     if tied:
         warnings.warn(f"channel_prune left {len(tied)} layers unpruned because a residual connection ties "
                       f"their channels to another branch: {', '.join(tied)}", stacklevel=2)

@@ -407,3 +407,33 @@ def test_apply_masks_names_its_argument_and_the_layers_it_could_take():
         apply_masks(model, {"net.1": None})
     with pytest.raises(TypeError, match=r"masks must be a dict of layer names to boolean masks; got list"):
         apply_masks(model, [torch.ones(8, 4)])
+
+
+def test_compression_helpers_refuse_models_they_cannot_act_on_and_bad_importance_scores():
+    import warnings
+
+    from kdlite import measure, quant
+    from kdlite.features import tapped_modules
+    from kdlite.models import CNN
+    from kdlite.structured import channel_prune
+
+    for call, who in ((lambda: quant.share_weights(nn.Sequential(nn.ReLU()), 2), "share_weights"),
+                      (lambda: measure.deep_compression_size(nn.Sequential(nn.ReLU())), "deep_compression_size")):
+        with pytest.raises(ValueError, match=rf"^{who} acts on Linear and Conv layers; Sequential has none"):
+            call()
+    with pytest.raises(ValueError, match=r"huffman=True codes the centroid indices \(weight_bits\) and the gaps"):
+        measure.deep_compression_size(nn.Linear(3, 3), huffman=True)  # used to be ignored: ratio 1.0
+    for call in (lambda: quant.fold_all_batchnorm(None), lambda: tapped_modules(None),
+                 lambda: channel_prune(None, 0.5, torch.rand(2, 8))):
+        with pytest.raises(TypeError, match="model must be a torch.nn.Module; got NoneType"):
+            call()
+    cnn, x = CNN(1, 10, widths=(4, 8)), torch.rand(2, 1, 8, 8)
+    with pytest.raises(ValueError, match=r"importance must return a tensor of one score per output channel \(4,\); "
+                                         r"got a list"):
+        channel_prune(cnn, 0.5, x, importance=lambda w: [1.0] * w.shape[0])
+    with pytest.raises(ValueError, match=r"the scores importance returned must be finite; got 4 NaN"):
+        channel_prune(cnn, 0.5, x, importance=lambda w: torch.full((w.shape[0],), float("nan")))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        channel_prune(nn.Sequential(nn.Linear(8, 4)), 0.5, torch.rand(2, 8))
+    assert any("found no layer of Sequential whose output channels it can remove" in str(w.message) for w in caught)

@@ -65,7 +65,7 @@ def _fold_children(module: nn.Module) -> None:
 
 def fold_all_batchnorm(model: nn.Module) -> nn.Module:
     """A copy of ``model`` (CNN, ResNet, ...) with every conv–BatchNorm pair folded into one conv."""
-    model = copy_model(model)
+    model = copy_model(checks.module(model))
     _fold_children(model)
     return model
 

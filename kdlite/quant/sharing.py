@@ -73,7 +73,7 @@ def share_weights(model: nn.Module, bits: int, iters: int = 50) -> nn.Module:
     :class:`SharedWeight` parametrization; ``kdlite.fit(model, ...)`` then fine-tunes the centroids.
     ``torch.nn.utils.parametrize.remove_parametrizations(layer, "weight")`` bakes them in."""
     bits = checks.bits(bits)
-    model = copy_model(checks.module(model))
+    model = copy_model(checks.layers_of(model, PRUNABLE, "share_weights", "Linear and Conv"))
     for name, m in model.named_modules():
         if isinstance(m, PRUNABLE):
             w = m.weight.detach()
