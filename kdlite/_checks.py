@@ -106,6 +106,19 @@ def channel_scores(scores, channels: int) -> torch.Tensor:
     return scores
 
 
+def batch_logits(logits, n: int, who: str) -> None:
+    """``logits`` is what a classifier returns for ``n`` inputs: a tensor (n, C)."""
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or len(logits) != n:
+        got = f"shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else f"a {type(logits).__name__}"
+        raise ValueError(f"{who} need a model returning logits (N, C) for N = {n} inputs; it returned {got}")
+
+
+def generator(value) -> torch.Generator | None:
+    if value is not None and not isinstance(value, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None; got {type(value).__name__}")
+    return value
+
+
 def file_name(name, example: str) -> str:
     """A plain file name (no folders, no extension needed), so that files stay in their folder."""
     if not isinstance(name, str) or not name.strip() or "/" in name or "\\" in name or name in (".", ".."):

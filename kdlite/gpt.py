@@ -14,6 +14,9 @@ is *not* tied to the token embedding), so pruning and quantization treat each li
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -110,14 +113,15 @@ class GPT(nn.Module):
         _check_idx(idx, None, self.tok_emb.num_embeddings)
         max_new_tokens = checks.integer(max_new_tokens, "max_new_tokens", 0)
         temperature = checks.temperature(temperature)
-        top_k = None if top_k is None else checks.integer(top_k, "top_k", 1)
+        top_k, generator = None if top_k is None else checks.integer(top_k, "top_k", 1), checks.generator(generator)
         with eval_mode(self):
             for _ in range(max_new_tokens):
                 logits = self(idx[:, -self.block_size :])[:, -1, :].float() / temperature
                 if top_k is not None and top_k < logits.shape[-1]:  # exactly top_k kept, even among ties
                     top = logits.topk(top_k, dim=-1)
                     logits = torch.full_like(logits, -float("inf")).scatter(-1, top.indices, top.values)
-                next_token = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+                with _nonfinite_logits():
+                    next_token = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
                 idx = torch.cat([idx, next_token], dim=1)
         return idx
 
@@ -127,6 +131,18 @@ def _gpt2_init(module: nn.Module) -> None:
         nn.init.normal_(module.weight, mean=0.0, std=0.02)
     if isinstance(module, nn.Linear) and module.bias is not None:
         nn.init.zeros_(module.bias)
+
+
+@contextlib.contextmanager
+def _nonfinite_logits() -> Iterator[None]:
+    """torch's "probability tensor contains either inf, nan or element < 0" said of the model that caused it."""
+    try:
+        yield
+    except RuntimeError as e:
+        if "probability tensor" not in str(e):
+            raise
+        raise ValueError("generate: the model's logits are NaN or inf, so there is nothing to sample from; expected "
+                         "finite logits (are its weights still finite? a diverged training run leaves NaN)") from None
 
 
 def _check_heads(n_embd: int, n_head: int) -> None:

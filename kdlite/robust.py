@@ -173,6 +173,7 @@ def pgd(
     eps = checks.weight("eps", eps, 0.0)
     steps = checks.integer(steps, "steps", 1)
     alpha = 2.5 * eps / steps if step_size is None else checks.weight("step_size", step_size, 0.0)
+    generator = checks.generator(generator)
     x_adv = x.detach()
     if random_start:
         device = x.device if generator is None else generator.device
@@ -211,6 +212,7 @@ def _check_labels(y, x: torch.Tensor) -> None:
 
 
 def _check_classes(y: torch.Tensor, logits: torch.Tensor) -> None:
+    checks.batch_logits(logits, len(y), "the attacks")
     if bool(((y < 0) | (y >= logits.shape[-1])).any()):
         raise ValueError(f"y must hold class labels in [0, {logits.shape[-1] - 1}] (the model outputs "
                          f"{logits.shape[-1]} classes); got values from {int(y.min())} to {int(y.max())}")

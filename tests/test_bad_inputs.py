@@ -437,3 +437,23 @@ def test_compression_helpers_refuse_models_they_cannot_act_on_and_bad_importance
         warnings.simplefilter("always")
         channel_prune(nn.Sequential(nn.Linear(8, 4)), 0.5, torch.rand(2, 8))
     assert any("found no layer of Sequential whose output channels it can remove" in str(w.message) for w in caught)
+
+
+def test_generate_and_the_attacks_name_what_went_wrong():
+    from kdlite import robust
+    from kdlite.models import GPT
+
+    gpt, prompt = GPT(10, 8, 1, 1, 8), torch.zeros(1, 2, dtype=torch.long)
+    with pytest.raises(TypeError, match="generator must be a torch.Generator or None; got int"):
+        gpt.generate(prompt, 3, generator=3)
+    with torch.no_grad():
+        gpt.head.weight.fill_(float("nan"))
+    with pytest.raises(ValueError, match="generate: the model's logits are NaN or inf"):
+        gpt.generate(prompt, 3)
+    x, y = torch.rand(2, 4), torch.zeros(2, dtype=torch.long)
+    with pytest.raises(TypeError, match="generator must be a torch.Generator or None; got int"):
+        robust.pgd(MLP(4, [8], 3), x, y, 0.1, random_start=True, generator=3)
+    per_token = nn.Sequential(nn.Linear(4, 12), nn.Unflatten(1, (3, 4)))  # (N, 3, 4): not a classifier's logits
+    with pytest.raises(ValueError, match=r"the attacks need a model returning logits \(N, C\) for N = 2 inputs; it "
+                                         r"returned shape \(2, 3, 4\)"):
+        robust.fgsm(per_token, x, y, 0.1)
