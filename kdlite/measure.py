@@ -333,3 +333,4 @@ def _check_calibration(logits, labels, n_bins) -> None:
     except (TypeError, ValueError) as e:
         raise type(e)(str(e).replace("targets", "labels", 1)) from None
     checks.integer(n_bins, "n_bins", 1)
+    checks.not_probabilities(logits, "logits")

@@ -375,7 +375,7 @@ def test_loaders_devices_augmentations_and_rewinds_name_bad_arguments():
         DeviceLoader((x, y), 4, augment=3)
     with pytest.raises(ValueError, match=r"seed must be a non-negative int; got 1.5"):
         DeviceLoader((x, y), 4, seed=1.5)
-    with pytest.raises(ValueError, match=r"same length \(one row per example\); got shapes \[\(\), \(\)\]"):
+    with pytest.raises(ValueError, match=r"same length; got lengths \['0-d', '0-d'\]"):
         DeviceLoader((torch.tensor(1.0), torch.tensor(2)), 4)
     for flip_or_crop, bad in ((random_flip, torch.rand(8)), (random_flip, [[1.0]]), (random_crop, [[1.0]])):
         with pytest.raises(ValueError, match=r"expects a batch of images \(N, C, H, W\)"):
@@ -457,3 +457,28 @@ def test_generate_and_the_attacks_name_what_went_wrong():
     with pytest.raises(ValueError, match=r"the attacks need a model returning logits \(N, C\) for N = 2 inputs; it "
                                          r"returned shape \(2, 3, 4\)"):
         robust.fgsm(per_token, x, y, 0.1)
+
+
+def test_text_helpers_blur_and_calibration_name_bad_arguments():
+    import warnings
+
+    from kdlite import measure, robust
+    from kdlite.data import decode, encode, load_text
+
+    vocab = list("abc")
+    for bad in (torch.tensor([1.5]), "abc"):
+        with pytest.raises(TypeError, match="ids must be integer token ids"):
+            decode(bad, vocab)
+    assert decode([0, 2], vocab) == "ac" and encode("", vocab).shape == (0,)
+    with pytest.raises(TypeError, match="text must be a str; got int 123"):
+        encode(123, vocab)
+    with pytest.raises(TypeError, match=r"name must be a str; got list \['x'\]"):
+        load_text(["x"])
+    with pytest.raises(ValueError, match=r"sigma must be in \[0.0, 8\]; got 10000.0"):  # used to allocate gigabytes
+        robust.blur(torch.rand(2, 1, 8, 8), 1e4)
+    labels = torch.zeros(50, dtype=torch.long)
+    with pytest.warns(UserWarning, match="logits look like probabilities"):
+        measure.calibration_error(torch.rand(50, 10).softmax(-1), labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        measure.calibration_error(torch.rand(50, 10).softmax(-1).log(), labels)  # log-probabilities are logits

@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 from torch.utils.data import TensorDataset
 
-from .._checks import image_batch, integer, optional_function
+from .._checks import integer
 from ..device import get_device
+from ._checks import image_batch, optional_function
 
 
 def random_crop(x: torch.Tensor, padding: int = 4) -> torch.Tensor:
@@ -82,8 +83,8 @@ class DeviceLoader:
             raise TypeError(f"dataset must be a TensorDataset or a tuple of tensors (e.g. from "
                             f"kdlite.load_dataset); got {type(dataset).__name__}")
         if not tensors or any(t.ndim == 0 or len(t) != len(tensors[0]) for t in tensors):
-            raise ValueError(f"dataset must hold one or more tensors of the same length (one row per example); got "
-                             f"shapes {[tuple(t.shape) for t in tensors]}")
+            raise ValueError(f"dataset must hold one or more tensors of the same length; got lengths "
+                             f"{[len(t) if t.ndim else '0-d' for t in tensors]}")
         augment = optional_function(augment, "augment", "a function of a batch x (e.g. kdlite.data.crop_and_flip)")
         seed = None if seed is None else integer(seed, "seed", 0)
         self.device = get_device(device)

@@ -19,6 +19,7 @@ import torch
 
 from .._checks import id_range, integer, tensor
 from ..device import get_device
+from ._checks import string, token_ids
 
 TEXTS = {"tinyshakespeare": "tinyshakespeare.txt"}
 """The corpora shipped with kdlite: name -> file in this folder."""
@@ -26,7 +27,7 @@ TEXTS = {"tinyshakespeare": "tinyshakespeare.txt"}
 
 def encode(text: str, vocab: Sequence[str]) -> torch.Tensor:
     """The ids of ``text``'s characters, ``vocab.index(c)`` for each character ``c``, as a 1-D int64 tensor."""
-    index = {c: i for i, c in enumerate(vocab)}
+    text, index = string(text, "text"), {c: i for i, c in enumerate(vocab)}
     try:
         return torch.tensor([index[c] for c in text], dtype=torch.int64)
     except KeyError as e:
@@ -36,7 +37,7 @@ def encode(text: str, vocab: Sequence[str]) -> torch.Tensor:
 
 def decode(ids: torch.Tensor, vocab: Sequence[str]) -> str:
     """The text whose character ids are ``ids`` (a 1-D tensor or list of ints): ``"".join(vocab[i] for i in ids)``."""
-    ids = torch.as_tensor(ids).reshape(-1)
+    ids = token_ids(ids, "ids").reshape(-1)
     id_range(ids, len(vocab), "ids", "len(vocab)")
     return "".join(vocab[i] for i in ids.tolist())
 
@@ -46,7 +47,7 @@ def load_text(name: str = "tinyshakespeare") -> tuple[torch.Tensor, torch.Tensor
     first 90% of the text for training and the last 10% for validation (as nanoGPT splits it), and the sorted
     vocabulary (a list of characters; 65 for Tiny Shakespeare). ``decode(ids, vocab)`` turns ids back into text.
     """
-    if name not in TEXTS:
+    if string(name, "name") not in TEXTS:
         raise ValueError(f"name must be one of {sorted(TEXTS)} (the texts shipped with kdlite); got {name!r}")
     text = (Path(__file__).parent / TEXTS[name]).read_text(encoding="utf-8")
     vocab = sorted(set(text))
