@@ -18,6 +18,7 @@ dimensions the graph does not tell apart from a mean over the channels: write it
 
 from __future__ import annotations
 
+import math
 import operator
 import warnings
 from collections.abc import Callable
@@ -26,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ._checks import channel_scores, fraction, module
+from ._checks import channel_scores, float_tensor, fraction, module, real
 from .device import eval_mode
 from .masks import PRUNABLE, apply_masks, copy_model, layer_mask, remove_masks
 
@@ -49,6 +50,8 @@ MERGES = {operator.add, operator.iadd, operator.mul, torch.add, torch.mul, torch
 def channel_importance(weight: torch.Tensor, p: float = 1.0) -> torch.Tensor:
     """Importance of each output channel ``c``: the L_p norm of its weights, ``||W[c]||_p`` (p = 1 is
     Li et al. 2017's filter-pruning criterion)."""
+    float_tensor("weight", weight, min_dim=2)
+    real(p, "p", 0, math.inf)
     return weight.detach().flatten(1).norm(p=p, dim=1)
 
 

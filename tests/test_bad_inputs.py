@@ -482,3 +482,12 @@ def test_text_helpers_blur_and_calibration_name_bad_arguments():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         measure.calibration_error(torch.rand(50, 10).softmax(-1).log(), labels)  # log-probabilities are logits
+
+
+def test_channel_importance_checks_its_weight_and_p():
+    from kdlite.structured import channel_importance
+
+    with pytest.raises(ValueError, match=r"weight must have at least 2 dimension\(s\); got shape \(4,\)"):
+        channel_importance(torch.randn(4))
+    with pytest.raises(ValueError, match=r"p must be in \(0, inf\]"):
+        channel_importance(torch.randn(4, 3), p=-1)
