@@ -84,10 +84,6 @@ def like(value, expected: torch.Tensor, name: str) -> torch.Tensor:
     return value
 
 
-
-
-
-
 def channel_scores(scores, channels: int) -> torch.Tensor:
     """What ``channel_prune``'s ``importance`` function returned: one finite score per output channel."""
     if not isinstance(scores, torch.Tensor) or scores.shape != (channels,):
@@ -102,19 +98,6 @@ def batch_logits(logits, n: int, who: str) -> None:
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or len(logits) != n:
         got = f"shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else f"a {type(logits).__name__}"
         raise ValueError(f"{who} need a model returning logits (N, C) for N = {n} inputs; it returned {got}")
-
-
-
-
-
-
-def not_probabilities(logits: torch.Tensor, name: str) -> None:
-    """Warn when ``logits`` look like probabilities (rows in [0, 1] summing to 1): a softmax of them is not theirs."""
-    if len(logits) and bool(((logits >= 0) & (logits <= 1)).all()) and \
-            bool(((logits.double().sum(-1) - 1).abs() < 1e-4).all()):
-        warnings.warn(f"{name} look like probabilities (every row in [0, 1], summing to 1); expected logits, which "
-                      f"this function turns into probabilities with a softmax: pass the model's outputs before the "
-                      f"softmax (or their log: softmax(log p) = p)", stacklevel=4)
 
 
 def generator(value) -> torch.Generator | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import sys
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -91,25 +92,19 @@ def named_input_errors(model: nn.Module, x: torch.Tensor, what: str, who: str = 
 
     ``forward_only``: for a block that also computes a loss (a training step), only errors raised inside
     ``model``'s own forward pass are translated, about the input it was called with; the loss's errors pass
-    through unchanged."""
-    calls: list = []  # the inputs of the model's forward passes still running (or that raised)
-
-    def enter(module: nn.Module, args: tuple) -> None:
-        calls.append(args[0] if args else x)
-
-    def leave(module: nn.Module, args: tuple, output) -> None:
-        calls.pop()
-
-    hooks = [model.register_forward_pre_hook(enter), model.register_forward_hook(leave)] if forward_only else []
+    through unchanged. (A TorchScript model takes no hooks: there every error counts as its forward's.)"""
+    hooks, failed = _track_forward(model) if forward_only and not isinstance(model, torch.jit.ScriptModule) else \
+        ([], None)
     try:
         yield
     except (RuntimeError, ValueError) as e:  # ValueError: the int8 conv's "Input shape must be `(N, C, H, W)`!"
         message, int8 = str(e).splitlines()[0], any(runs_int8(m) for m in model.modules())
         if isinstance(e, ValueError) and not (int8 and message.startswith(INT8_SHAPE_ERRORS[2])):
             raise  # the model's own ValueError, already clear
-        if forward_only and not calls:
+        raised = [t for error, t in failed or () if error is e]  # the input of the forward pass that raised e
+        if failed is not None and not raised:
             raise  # raised outside the model's forward: the loss's own error
-        x = calls[-1] if calls and isinstance(calls[-1], torch.Tensor) else x
+        x = raised[0] if raised and isinstance(raised[0], torch.Tensor) else x
         weight = next((p.dtype for p in model.parameters() if p.is_floating_point()),
                       torch.float32 if int8 else x.dtype)  # an int8 model takes float32 inputs
         if x.dtype != weight and any(w in message for w in ("dtype", "scalar type", "ype (", "Float Tensor")):
@@ -144,6 +139,24 @@ def named_extra_loss_errors(k: int, fn: Callable) -> Iterator[None]:
             raise
         raise ValueError(f"extra_losses[{k}] ({getattr(fn, '__name__', type(fn).__name__)}) raised {message}; student "
                          f"and teacher features of different sizes need a connector (kdlite.features.connector)") from e
+
+
+def _track_forward(model: nn.Module) -> tuple[list, list[tuple[BaseException, torch.Tensor | None]]]:
+    """Hooks on ``model`` (remove them when done) that list ``(error, input)`` for each error raised inside its
+    forward pass, ``input`` being the first tensor the forward was called with (errors are kept, not their ids,
+    which a later error can reuse)."""
+    inputs, failed = [], []
+
+    def enter(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        inputs.append(next((t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor)), None))
+
+    def leave(module: nn.Module, args: tuple, kwargs: dict, output) -> None:  # always_call: also when it raised
+        given, error = inputs.pop(), sys.exc_info()[1]
+        if output is None and error is not None:
+            failed.append((error, given))
+
+    return [model.register_forward_pre_hook(enter, prepend=True, with_kwargs=True),
+            model.register_forward_hook(leave, with_kwargs=True, always_call=True)], failed
 
 
 def _first_layer(model: nn.Module, x: torch.Tensor) -> str:

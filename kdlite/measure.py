@@ -4,9 +4,13 @@ and how far can its confidence be trusted (calibration)."""
 from __future__ import annotations
 
 import io
+import os
 import statistics
+import sys
 import time
+import warnings
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -16,6 +20,8 @@ from .device import eval_mode, named_input_errors, runs_int8, synchronize
 from .huffman import encoded_bits
 from .masks import PRUNABLE
 from .quant.sharing import SharedWeight, kmeans_quantize
+
+_PACKAGE = str(Path(__file__).parent) + os.sep  # kdlite/, for warnings that point at the user's line
 
 
 def _packed_weights(module: nn.Module) -> list[torch.Tensor]:
@@ -200,12 +206,7 @@ def deep_compression_size(
     bytes (1.0 with the defaults). Returns ``{"bytes", "dense_bytes", "ratio", "layers": {name: {"weights",
     "nonzero", "fillers", "value_bits", "index_bits", "codebook_bits", "bias_bits", "bytes", "dense_bytes"}}}``.
     """
-    weight_bits = None if weight_bits is None else checks.bits(weight_bits, "weight_bits")
-    index_bits = None if index_bits is None else checks.integer(index_bits, "index_bits", 1, 32, "an int from 1 to 32")
-    if huffman and weight_bits is None and index_bits is None:
-        raise ValueError("huffman=True codes the centroid indices (weight_bits) and the gaps (index_bits); give at "
-                         "least one of them, e.g. weight_bits=5, index_bits=4")
-    checks.layers_of(model, PRUNABLE, "deep_compression_size", "Linear and Conv")
+    weight_bits, index_bits = _check_compression(model, weight_bits, index_bits, huffman)
     layers = {}
     for name, m in model.named_modules():
         if not isinstance(m, PRUNABLE):
@@ -300,6 +301,23 @@ def calibration_error(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 
 # --- argument checks, out of the reader's way
 
 
+def _warn_if_probabilities(logits: torch.Tensor, name: str) -> None:
+    """Warn when ``logits`` look like probabilities (rows in [0, 1] summing to 1): a softmax of them is not theirs."""
+    p = logits.detach().to("cpu", torch.float64)
+    if len(p) and bool(((p >= 0) & (p <= 1)).all()) and bool(((p.sum(-1) - 1).abs() < 1e-4).all()):
+        warnings.warn(f"{name} look like probabilities (every row in [0, 1], summing to 1); expected logits, which "
+                      f"this function turns into probabilities with a softmax: pass the model's outputs before the "
+                      f"softmax (or their log: softmax(log p) = p)", stacklevel=_caller_outside_kdlite())
+
+
+def _caller_outside_kdlite() -> int:
+    """The ``stacklevel`` of the first frame outside the kdlite package: a warning points at the user's line."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def _check_model_input(model, example_input, name: str = "model") -> None:
     checks.module(model, name)
     if not isinstance(example_input, torch.Tensor):
@@ -323,6 +341,16 @@ def _check_models(models) -> dict:
     return dict(models)
 
 
+def _check_compression(model, weight_bits, index_bits, huffman) -> tuple[int | None, int | None]:
+    checks.layers_of(model, PRUNABLE, "deep_compression_size", "Linear and Conv")
+    weight_bits = None if weight_bits is None else checks.bits(weight_bits, "weight_bits")
+    index_bits = None if index_bits is None else checks.integer(index_bits, "index_bits", 1, 32, "an int from 1 to 32")
+    if huffman and weight_bits is None and index_bits is None:
+        raise ValueError("huffman=True codes the centroid indices (weight_bits) and the gaps (index_bits); give at "
+                         "least one of them, e.g. weight_bits=5, index_bits=4")
+    return weight_bits, index_bits
+
+
 def _check_calibration(logits, labels, n_bins) -> None:
     """2-D finite logits (examples, classes), one integer label per row among the classes, ``n_bins`` >= 1."""
     checks.float_tensor("logits", logits, min_dim=2)
@@ -333,4 +361,4 @@ def _check_calibration(logits, labels, n_bins) -> None:
     except (TypeError, ValueError) as e:
         raise type(e)(str(e).replace("targets", "labels", 1)) from None
     checks.integer(n_bins, "n_bins", 1)
-    checks.not_probabilities(logits, "logits")
+    _warn_if_probabilities(logits, "logits")

@@ -206,7 +206,10 @@ def rewind(
             continue  # keep the masks
         source = _plain_key(key) if _plain_key(key) in initial_state else key
         if source not in initial_state:
-            raise ValueError(f"initial_state has no entry {_plain_key(key)!r} (nor {key!r})")
+            nor = f" (nor {key!r})" if _plain_key(key) != key else ""
+            raise ValueError(f"initial_state has no entry {_plain_key(key)!r}{nor}; "
+                             f"its entries include {list(initial_state)[:4]}; expected a state_dict of this model, "
+                             f"taken before or after pruning")
         state[key] = checks.like(initial_state[source], state[key], f"initial_state[{source!r}]")
     model.load_state_dict(state)
     if masks is not None:

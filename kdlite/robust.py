@@ -47,7 +47,8 @@ def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     pixels, so that a constant image stays constant. ``sigma = 0`` returns a copy of ``x``.
     """
     _check_inputs(x, images=True)
-    sigma = checks.weight("sigma", sigma, 0.0, max(x.shape[-2:]))  # beyond it the image is flat; r would be huge
+    sigma = checks.weight(f"sigma (for {x.shape[-2]}×{x.shape[-1]} images, at most their larger side)", sigma, 0.0,
+                          max(x.shape[-2:]))  # beyond it the image is flat, and the kernel's radius would be huge
     if sigma == 0:
         return x.detach().clone()
     r = math.ceil(3 * sigma)

@@ -356,7 +356,7 @@ def test_more_bad_inputs_get_clear_errors():
         prune.iterative_prune(MLP(4, [8], 3), data, 0.5, 1, progress=False)
     with pytest.raises(ValueError, match=r"amounts must be a non-empty sequence.*got list \[\]"):
         prune.sensitivity_scan(MLP(4, [8], 3), data, [])
-    with pytest.raises(ValueError, match=r"prepare_qat found no nn.Conv2d or nn.Linear in Sequential"):
+    with pytest.raises(ValueError, match=r"prepare_qat acts on nn.Conv2d and nn.Linear layers; Sequential has none"):
         quant.prepare_qat(nn.Sequential(nn.Conv1d(2, 2, 3)))
     assert isinstance(quant.prepare_qat(nn.Linear(8, 4)), quant.QuantLinear)  # a layer alone is swapped too
 
@@ -373,14 +373,15 @@ def test_loaders_devices_augmentations_and_rewinds_name_bad_arguments():
         kdlite.get_device("gpu0")
     with pytest.raises(TypeError, match=r"augment must be a function of a batch x .* or None; got int"):
         DeviceLoader((x, y), 4, augment=3)
-    with pytest.raises(ValueError, match=r"seed must be a non-negative int; got 1.5"):
+    with pytest.raises(ValueError, match=r"seed must be an int; got 1.5"):
         DeviceLoader((x, y), 4, seed=1.5)
     with pytest.raises(ValueError, match=r"same length; got lengths \['0-d', '0-d'\]"):
         DeviceLoader((torch.tensor(1.0), torch.tensor(2)), 4)
     for flip_or_crop, bad in ((random_flip, torch.rand(8)), (random_flip, [[1.0]]), (random_crop, [[1.0]])):
-        with pytest.raises(ValueError, match=r"expects a batch of images \(N, C, H, W\)"):
+        with pytest.raises(ValueError, match=r"expects x, a batch of images \(N, "):
             flip_or_crop(bad)
-    assert random_flip(torch.rand(8, 4, 4)).shape == (8, 4, 4)  # (N, H, W) images are fine
+    assert random_flip(torch.rand(8, 4, 4)).shape == (8, 4, 4) and random_flip(torch.rand(8, 5)).shape == (8, 5)
+    assert len(list(DeviceLoader((x, y), 4, seed=-1))) == 2  # any seed torch takes
     model = MLP(4, [8], 3)
     for bad, error, words in ((None, TypeError, r"initial_state must be a state_dict.*got NoneType$"),
                               (model, TypeError, r"got MLP \(pass its initial_state.state_dict\(\)\)"),
@@ -389,8 +390,8 @@ def test_loaders_devices_augmentations_and_rewinds_name_bad_arguments():
         with pytest.raises(error, match=words):
             rewind(model, bad)
     with pytest.raises(ValueError, match=r"group_size must be a positive int; got -3"):
-        quant.group_quantize_model(nn.Sequential(nn.Conv2d(3, 4, 3)), 4, -3)
-    with pytest.raises(ValueError, match=r"group_quantize_model quantizes nn.Linear weights; Sequential has no"):
+        quant.group_quantize_model(MLP(4, [8], 3), 4, -3)
+    with pytest.raises(ValueError, match=r"group_quantize_model acts on nn.Linear layers; Sequential has none"):
         quant.group_quantize_model(nn.Sequential(nn.Conv2d(3, 4, 3)), 4, 32)
 
 
@@ -474,7 +475,8 @@ def test_text_helpers_blur_and_calibration_name_bad_arguments():
         encode(123, vocab)
     with pytest.raises(TypeError, match=r"name must be a str; got list \['x'\]"):
         load_text(["x"])
-    with pytest.raises(ValueError, match=r"sigma must be in \[0.0, 8\]; got 10000.0"):  # used to allocate gigabytes
+    with pytest.raises(ValueError, match=r"sigma \(for 8×8 images, at most their larger side\) must be in "
+                                         r"\[0.0, 8\]; got 10000.0"):  # used to allocate gigabytes
         robust.blur(torch.rand(2, 1, 8, 8), 1e4)
     labels = torch.zeros(50, dtype=torch.long)
     with pytest.warns(UserWarning, match="logits look like probabilities"):
@@ -491,3 +493,41 @@ def test_channel_importance_checks_its_weight_and_p():
         channel_importance(torch.randn(4))
     with pytest.raises(ValueError, match=r"p must be in \(0, inf\]"):
         channel_importance(torch.randn(4, 3), p=-1)
+
+
+def test_fit_tells_the_models_errors_from_the_losses_in_harder_cases():
+    """A forward error the step catches itself does not make a later loss error the model's; a model called with
+    keyword arguments is named with the tensor it got; a TorchScript model (no hooks) still trains."""
+    import warnings
+
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+
+    class Keyword(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(9, 3)
+
+        def forward(self, inp):
+            return self.lin(inp)
+
+    def caught_then_loss_bug(model, batch):
+        try:
+            model(torch.randn(16, 7))
+        except RuntimeError:
+            pass
+        s = model(torch.randn(16, 9))
+        return (s + torch.zeros(16, 5)).mean(), s
+
+    def by_keyword(model, batch):
+        s = model(inp=torch.randn(16, 7))
+        return nn.functional.cross_entropy(s, batch[1]), s
+
+    for _ in range(3):  # a freed exception's id can be reused by the next one: errors are compared as objects
+        with pytest.raises(RuntimeError, match=r"^The size of tensor a \(3\) must match the size of tensor b \(5\)"):
+            kdlite.fit(Keyword(), (x, y), 1, step=caught_then_loss_bug, progress=False)
+    with pytest.raises(ValueError, match=r"the model cannot take the training inputs of shape \(16, 7\)"):
+        kdlite.fit(Keyword(), (x, y), 1, step=by_keyword, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.script is deprecated
+        scripted = torch.jit.script(nn.Sequential(nn.Linear(4, 3)))
+    assert len(kdlite.fit(scripted, (x, y), 1, progress=False, device="cpu")) == 1

@@ -44,7 +44,7 @@ def image_batch(x, who: str, shape: str, low: int, high: int) -> None:
     """``x`` is a tensor of ``low`` to ``high`` dimensions: a batch of images (``shape`` names the layout)."""
     if not isinstance(x, torch.Tensor) or not low <= x.dim() <= high:
         got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else f"a {type(x).__name__}"
-        raise ValueError(f"{who} expects a batch of images {shape}; got {got}")
+        raise ValueError(f"{who} expects x, a batch of images {shape}; got {got}")
 
 
 def string(value, name: str) -> str:

@@ -36,8 +36,8 @@ def random_crop(x: torch.Tensor, padding: int = 4) -> torch.Tensor:
 
 
 def random_flip(x: torch.Tensor) -> torch.Tensor:
-    """Flip each image left-right with probability 1/2."""
-    image_batch(x, "random_flip", "(N, C, H, W) or (N, H, W)", 3, 4)
+    """Flip each image left-right (along its last dimension) with probability 1/2."""
+    image_batch(x, "random_flip", "(N, ..., W)", 2, 8)
     flip = torch.rand(x.shape[0], device=x.device) < 0.5
     return torch.where(flip.view(-1, *([1] * (x.dim() - 1))), x.flip(-1), x)
 
@@ -86,7 +86,7 @@ class DeviceLoader:
             raise ValueError(f"dataset must hold one or more tensors of the same length; got lengths "
                              f"{[len(t) if t.ndim else '0-d' for t in tensors]}")
         augment = optional_function(augment, "augment", "a function of a batch x (e.g. kdlite.data.crop_and_flip)")
-        seed = None if seed is None else integer(seed, "seed", 0)
+        seed = None if seed is None else integer(seed, "seed", -(2**63), 2**64 - 1, what="an int")
         self.device = get_device(device)
         self.tensors = tuple(t.to(self.device) for t in tensors)
         self.batch_size, self.shuffle, self.augment, self.drop_last = batch_size, shuffle, augment, drop_last

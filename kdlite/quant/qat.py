@@ -155,13 +155,6 @@ def _swap(module: nn.Module, **kwargs) -> None:
             _swap(child, **kwargs)
 
 
-def _check_swapped(model: nn.Module) -> nn.Module:
-    if not any(isinstance(m, (QuantConv2d, QuantLinear)) for m in model.modules()):
-        raise ValueError(f"prepare_qat found no nn.Conv2d or nn.Linear in {type(model).__name__} to quantize; "
-                         f"expected a model with such layers (the book's MLP, CNN, ResNet)")
-    return model
-
-
 def prepare_qat(
     model: nn.Module, bits: int = 8, act_bits: int | None = None, per_channel: bool = True
 ) -> nn.Module:
@@ -172,9 +165,10 @@ def prepare_qat(
     layer keeps its mask (``W = W_orig ⊙ M``, then fake-quantized), so QAT fine-tuning keeps the pruned weights at
     zero."""
     bits, act_bits = checks.bits(bits), None if act_bits is None else checks.bits(act_bits, "act_bits")
-    holder = nn.Sequential(fold_all_batchnorm(checks.module(model)))  # so that a layer given alone is swapped too
+    model = checks.layers_of(model, (nn.Conv2d, nn.Linear), "prepare_qat", "nn.Conv2d and nn.Linear")
+    holder = nn.Sequential(fold_all_batchnorm(model))  # so that a layer given alone is swapped too
     _swap(holder, bits=bits, act_bits=act_bits, per_channel=per_channel)
-    return _check_swapped(holder[0])
+    return holder[0]
 
 
 def strip_qat(model: nn.Module) -> nn.Module:

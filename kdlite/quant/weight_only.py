@@ -48,11 +48,9 @@ def group_quantize_model(model: nn.Module, bits: int, group_size: int | None = N
     (``W = W_orig ⊙ M``) gets ``W_orig = group_quantize(W)``, so it stays pruned and its scales come from the kept
     weights. A ``group_size`` that does not divide a layer's row length raises an error naming the layer, or, with
     ``per_row_fallback=True``, gives that layer one scale per row (:func:`per_row_layers` names those layers)."""
-    model, bits = copy_model(checks.module(model)), checks.bits(bits)
-    fallback = set(per_row_layers(model, group_size))  # checks group_size, even for a model it cannot quantize
-    if not any(isinstance(m, nn.Linear) for m in model.modules()):
-        raise ValueError(f"group_quantize_model quantizes nn.Linear weights; {type(model).__name__} has no nn.Linear")
-    fallback = fallback if per_row_fallback else set()
+    model = copy_model(checks.layers_of(model, (nn.Linear,), "group_quantize_model", "nn.Linear"))
+    bits = checks.bits(bits)
+    fallback = set(per_row_layers(model, group_size)) if per_row_fallback else set()
     for name, layer in model.named_modules():
         if isinstance(layer, nn.Linear):
             try:
