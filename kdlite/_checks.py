@@ -9,8 +9,10 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
+import os
 import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -51,6 +53,19 @@ def number(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number; got {value!r}")
     return float(value)
+
+
+def flag(value, name: str) -> bool:
+    """``value`` as a ``bool``: True or False (or 1, 0, a NumPy bool); a string such as "no" is truthy, so it fails."""
+    if type(value).__name__ not in ("bool", "bool_") and not (isinstance(value, numbers.Integral) and value in (0, 1)):
+        raise TypeError(f"{name} must be True or False; got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def path(value, name: str, what: str) -> Path:
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a str or a pathlib.Path, {what}; got {type(value).__name__}")
+    return Path(value)
 
 
 def mapping(value, name: str, what: str) -> Mapping:

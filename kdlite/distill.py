@@ -84,7 +84,7 @@ def distill(
     """
     temperature, alpha = checks.temperature(temperature, MAX_TEMPERATURE), checks.weight("alpha", alpha, 0.0, 1.0)
     checks.student_and_teacher(student, teacher, shared_tensors(student, teacher))
-    extra_losses = checks.extra_losses(extra_losses)
+    extra_losses, cache_teacher = checks.extra_losses(extra_losses), checks.flag(cache_teacher, "cache_teacher")
     _check_no_step(fit_kwargs)
     extra_params = list(fit_kwargs.pop("extra_params", ()))
     fit_kwargs.setdefault("desc", "distill")  # the progress bar's label

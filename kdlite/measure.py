@@ -37,7 +37,7 @@ def _packed_weights(module: nn.Module) -> list[torch.Tensor]:
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (each shared tensor counted once), including the packed weights and biases of
     quantized modules (e.g. from ``quant.to_int8``); those are not trainable, so ``trainable_only`` skips them."""
-    checks.module(model)
+    checks.module(model), checks.flag(trainable_only, "trainable_only")
     seen, total = set(), 0
     for p in model.parameters():
         if id(p) in seen or (trainable_only and not p.requires_grad):
@@ -206,6 +206,7 @@ def deep_compression_size(
     bytes (1.0 with the defaults). Returns ``{"bytes", "dense_bytes", "ratio", "layers": {name: {"weights",
     "nonzero", "fillers", "value_bits", "index_bits", "codebook_bits", "bias_bits", "bytes", "dense_bytes"}}}``.
     """
+    huffman = checks.flag(huffman, "huffman")
     weight_bits, index_bits = _check_compression(model, weight_bits, index_bits, huffman)
     layers = {}
     for name, m in model.named_modules():
@@ -303,7 +304,7 @@ def calibration_error(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 
 
 def _warn_if_probabilities(logits: torch.Tensor, name: str) -> None:
     """Warn when ``logits`` look like probabilities (rows in [0, 1] summing to 1): a softmax of them is not theirs."""
-    p = logits.detach().to("cpu", torch.float64)
+    p = logits.detach().float()  # on its own device (no copy for float32): float64 would fail on MPS
     if len(p) and bool(((p >= 0) & (p <= 1)).all()) and bool(((p.sum(-1) - 1).abs() < 1e-4).all()):
         warnings.warn(f"{name} look like probabilities (every row in [0, 1], summing to 1); expected logits, which "
                       f"this function turns into probabilities with a softmax: pass the model's outputs before the "

@@ -219,7 +219,7 @@ def _plain(value):
 def show_recorded(path: str | Path) -> dict | None:
     """Show the table that :func:`save_results` recorded at ``path``, under a line saying where and when it ran
     (device, scale and datasets, torch, date). Return the record, or None (after saying so) if there is none."""
-    path = Path(path)
+    path = checks.path(path, "path", "the JSON file that save_results wrote (e.g. '../results/03_hinton.json')")
     if not path.is_file():
         print(f"No recorded results at {path} yet. To record them, run the chapter with KDLITE_RESULTS set to a "
               f"folder (e.g. KDLITE_SCALE=gpu KDLITE_RESULTS=results) and commit the JSON file it writes.")

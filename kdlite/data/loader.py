@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 from torch.utils.data import TensorDataset
 
-from .._checks import integer
+from .._checks import flag, integer
 from ..device import get_device
 from ._checks import image_batch, optional_function
 
@@ -87,6 +87,7 @@ class DeviceLoader:
                              f"{[len(t) if t.ndim else '0-d' for t in tensors]}")
         augment = optional_function(augment, "augment", "a function of a batch x (e.g. kdlite.data.crop_and_flip)")
         seed = None if seed is None else integer(seed, "seed", -(2**63), 2**64 - 1, what="an int")
+        shuffle, drop_last = flag(shuffle, "shuffle"), flag(drop_last, "drop_last")
         self.device = get_device(device)
         self.tensors = tuple(t.to(self.device) for t in tensors)
         self.batch_size, self.shuffle, self.augment, self.drop_last = batch_size, shuffle, augment, drop_last

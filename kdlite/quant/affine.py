@@ -118,6 +118,7 @@ def qparams(
     """
     if check:
         x, bits, axis = checks.tensor(x, "x", nonempty=True), checks.bits(bits), grid_axis(axis, x)
+        symmetric = checks.flag(symmetric, "symmetric")
         checks.range_method(method, percentile, RANGES), checks.finite(x, "x")
     lo, hi = RANGES[method](_rows(x.detach(), axis), bits, symmetric, percentile)
     scale, zero_point = scale_zero_point(lo, hi, bits, symmetric)
@@ -136,6 +137,7 @@ def quantize(
 
     ``x`` must be finite: an integer code has no NaN, so NaN or inf in ``x`` raises a ValueError."""
     x, bits, axis = checks.tensor(x, "x"), checks.bits(bits), grid_axis(axis, x)
+    symmetric = checks.flag(symmetric, "symmetric")
     scale, zero_point = per_channel(x, *given_qparams(x, scale, zero_point, axis, bits, symmetric), axis)
     checks.finite(x, "x")
     qmin, qmax = qrange(bits, symmetric)
@@ -187,6 +189,7 @@ def fake_quantize(
     syncs), for the QAT layers' (scale, zero_point) tensors made by ``qparams`` or ``scale_zero_point``."""
     if check:
         x, bits, axis = checks.tensor(x, "x"), checks.bits(bits), grid_axis(axis, x)
+        symmetric = checks.flag(symmetric, "symmetric")
         scale, zero_point = given_qparams(x, scale, zero_point, axis, bits, symmetric)
     scale, zero_point = per_channel(x, scale, zero_point, axis)
     return StraightThrough.apply(x, scale, zero_point, *qrange(bits, symmetric))

@@ -79,7 +79,7 @@ def _fake_quant_weight(w: torch.Tensor, bits: int, per_channel: bool) -> torch.T
 
 def _add_quantizers(layer: nn.Module, bits: int, act_bits: int | None, per_channel: bool) -> None:
     """What QuantConv2d and QuantLinear add to their float layer: the weight's bits and an input ActQuant."""
-    layer.bits, layer.per_channel = checks.bits(bits), per_channel
+    layer.bits, layer.per_channel = checks.bits(bits), checks.flag(per_channel, "per_channel")
     layer.act = ActQuant(bits if act_bits is None else act_bits)
 
 
@@ -165,6 +165,7 @@ def prepare_qat(
     layer keeps its mask (``W = W_orig ⊙ M``, then fake-quantized), so QAT fine-tuning keeps the pruned weights at
     zero."""
     bits, act_bits = checks.bits(bits), None if act_bits is None else checks.bits(act_bits, "act_bits")
+    per_channel = checks.flag(per_channel, "per_channel")
     model = checks.layers_of(model, (nn.Conv2d, nn.Linear), "prepare_qat", "nn.Conv2d and nn.Linear")
     holder = nn.Sequential(fold_all_batchnorm(model))  # so that a layer given alone is swapped too
     _swap(holder, bits=bits, act_bits=act_bits, per_channel=per_channel)

@@ -13,6 +13,9 @@ rounded, where the layer's inputs let the other weights absorb it.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -49,7 +52,7 @@ def group_quantize_model(model: nn.Module, bits: int, group_size: int | None = N
     weights. A ``group_size`` that does not divide a layer's row length raises an error naming the layer, or, with
     ``per_row_fallback=True``, gives that layer one scale per row (:func:`per_row_layers` names those layers)."""
     model = copy_model(checks.layers_of(model, (nn.Linear,), "group_quantize_model", "nn.Linear"))
-    bits = checks.bits(bits)
+    bits, per_row_fallback = checks.bits(bits), checks.flag(per_row_fallback, "per_row_fallback")
     fallback = set(per_row_layers(model, group_size)) if per_row_fallback else set()
     for name, layer in model.named_modules():
         if isinstance(layer, nn.Linear):
@@ -98,7 +101,8 @@ def gptq_quantize(w: torch.Tensor, x: torch.Tensor, bits: int, group_size: int |
     dead = hessian.diagonal() == 0  # an input that is always 0: its weights do not matter; set them to 0
     hessian += torch.diag(dead.to(compute) + damp * hessian.diagonal().mean())
     work[:, dead] = 0
-    u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(hessian)), upper=True)  # H⁻¹ = Uᵀ U
+    with _positive_definite(hessian, damp):
+        u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(hessian)), upper=True)  # H⁻¹ = Uᵀ U
     q = torch.zeros_like(work)
     for j in range(work.shape[1]):
         if j % g == 0:
@@ -118,6 +122,18 @@ def _group_size(w: torch.Tensor, group_size) -> int:
         raise ValueError(f"group_size={g} does not divide the row length {w.shape[1]} of w (in_features); expected "
                          f"a divisor of {w.shape[1]}, or None for one group per row")
     return g
+
+
+@contextlib.contextmanager
+def _positive_definite(hessian: torch.Tensor, damp: float) -> Iterator[None]:
+    """Turn torch's Cholesky failure into an error that names ``damp``, the knob that fixes it."""
+    try:
+        yield
+    except torch.linalg.LinAlgError:
+        raise ValueError(f"gptq_quantize: the dampened Hessian H = 2 xᵀx + λI (λ = damp · mean(diag H)) or its "
+                         f"inverse is not positive definite in {hessian.dtype}: x is (nearly) rank-deficient for "
+                         f"{hessian.shape[0]} inputs; got damp={damp}, expected a larger one (GPTQ uses 0.01)"
+                         ) from None
 
 
 def _check_inputs(x: torch.Tensor, w: torch.Tensor) -> None:
