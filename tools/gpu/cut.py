@@ -3,7 +3,8 @@ tools/gpu/run.sh: each chapter up to the section after its records, chapter 7 in
 
 Chapters 1, 2, 3 and 5, chapter 7's Deep Compression and chapter 8 train MLPs and small CNNs on MNIST, which a CPU
 can record at `gpu` scale (see each record's device); so could chapter 6, in about 45 minutes a seed on 2 cores. The
-GPU is for the ResNets on CIFAR-10 (chapter 4, chapter 7's chain) and chapter 9."""
+GPU is for the ResNets on CIFAR-10 (chapter 4, chapter 7's chain) and chapter 9. Chapter 5's channel pruning trains
+a CNN on CIFAR-10 (05_channels): rec05 records it with the rest of chapter 5."""
 
 from pathlib import Path
 
@@ -26,6 +27,7 @@ RUNS = {
     "rec02": upto(lines("02_soft_targets"), "# ## What can go wrong"),
     "rec03": upto(lines("03_knowledge_distillation"), "# ## What can go wrong"),
     "rec04": upto(lines("04_feature_distillation"), "# ## Against the literature"),
+    "rec05": upto(lines("05_pruning"), "# ## Against the literature"),
     "rec06": upto(lines("06_quantization"), "# ## Against the literature"),
     "rec07dc": upto(ch7, CHAIN),
     "rec07ch": upto(ch7[:start] + ch7[ch7.index(CHAIN):], "# ## Against the literature"),
