@@ -77,8 +77,8 @@ def distill(
         epochs, optimizer, lr, val, **fit_kwargs: passed to ``kdlite.fit`` (not ``step``: that is ours).
         temperature: 0 < T <= 1e4 (see ``kd_loss``).  alpha: in [0, 1], the weight of the soft term.
         cache_teacher: compute the teacher's logits once, on the un-augmented training set, and reuse them
-            every epoch (they arrive as ``batch[-1]``). Only for a ``TensorDataset`` or a ``DeviceLoader``
-            without ``augment``: with augmentation the teacher must see the student's view (Beyer et al.,
+            every epoch (they arrive as ``batch[-1]``). Only for a ``TensorDataset``, a tuple ``(x, y)`` or a
+            ``DeviceLoader`` without ``augment``: with augmentation the teacher must see the student's view (Beyer et al.,
             2022). Feature losses that tap the teacher need the live teacher: a teacher with an open
             ``FeatureTap`` raises ``ValueError``.
     """
@@ -178,6 +178,7 @@ def _make_step(teacher, temperature, alpha, extra_losses, cached, trained, steps
 @torch.no_grad()
 def _with_teacher_logits(teacher: nn.Module, train, device: torch.device) -> DeviceLoader:
     """A loader over the training set with the teacher's logits appended as the last tensor of every batch."""
+    train = as_batches(train, 128, shuffle=True, device=device) if isinstance(train, tuple) else train  # (x, y)
     train = _check_cacheable(train, teacher)
     if isinstance(train, DeviceLoader):
         tensors, batch_size = train.tensors, train.batch_size
@@ -225,7 +226,7 @@ def _check_cacheable(train, teacher: nn.Module):
                          f"2022). Use cache_teacher=False, or a loader without augment")
     if not isinstance(train, (DeviceLoader, TensorDataset)):
         raise ValueError(f"cache_teacher=True needs the whole training set: a TensorDataset or a kdlite "
-                         f"DeviceLoader; got {type(train).__name__}")
+                         f"DeviceLoader (or a tuple (x, y) of tensors); got {type(train).__name__}")
     if len(train.tensors[0]) == 0:
         raise ValueError("cache_teacher=True got an empty training set; expected at least one example")
     return train

@@ -277,7 +277,7 @@ def reliability(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) ->
     confidence and accuracy.
     """
     _check_calibration(logits, labels, n_bins)
-    confidence, predicted = logits.detach().to("cpu", torch.float64).softmax(-1).max(-1)
+    confidence, predicted = logits.detach().cpu().double().softmax(-1).max(-1)  # to float64 on the CPU (MPS has none)
     edges = torch.arange(n_bins + 1, dtype=torch.float64) / n_bins
     b = (torch.bucketize(confidence, edges) - 1).clamp(min=0)  # edges[b] < confidence <= edges[b + 1]
     count = torch.bincount(b, minlength=n_bins)
@@ -305,7 +305,8 @@ def calibration_error(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 
 def _warn_if_probabilities(logits: torch.Tensor, name: str) -> None:
     """Warn when ``logits`` look like probabilities (rows in [0, 1] summing to 1): a softmax of them is not theirs."""
     p = logits.detach().float()  # on its own device (no copy for float32): float64 would fail on MPS
-    if len(p) and bool(((p >= 0) & (p <= 1)).all()) and bool(((p.sum(-1) - 1).abs() < 1e-4).all()):
+    tol = max(1e-4, torch.finfo(logits.dtype).eps)  # bf16 and float16 probabilities sum to 1 only within their eps
+    if len(p) and bool(((p >= 0) & (p <= 1)).all()) and bool(((p.sum(-1) - 1).abs() < tol).all()):
         warnings.warn(f"{name} look like probabilities (every row in [0, 1], summing to 1); expected logits, which "
                       f"this function turns into probabilities with a softmax: pass the model's outputs before the "
                       f"softmax (or their log: softmax(log p) = p)", stacklevel=_caller_outside_kdlite())

@@ -133,7 +133,7 @@ def _autocast(device: torch.device, amp: bool | None):
     bf16 keeps float32's exponent range, so no loss scaling is needed; on older GPUs (a T4) and most CPUs it is
     emulated and slower than float32, so it is off there unless amp=True asks for it (CPUs with AMX units,
     recent Intel Xeons, train a ResNet about twice as fast with it)."""
-    enabled = amp is True or (amp is None and device.type == "cuda" and _bf16_native(device))
+    enabled = checks.flag(amp, "amp") if amp is not None else device.type == "cuda" and _bf16_native(device)
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
@@ -347,7 +347,7 @@ def _epoch_metrics(loss_sum, correct, n: int, epoch: int, peak: float) -> dict:
 
 def _progress_bar(progress: bool | None, epochs: int, steps: int | None, desc: str):
     """A tqdm bar over every step of the run (its length unknown when the data has none), or None."""
-    show = _progress_default() if progress is None else progress
+    show = _progress_default() if progress is None else checks.flag(progress, "progress")
     if not show or epochs == 0:
         return None
     from tqdm.auto import tqdm

@@ -539,7 +539,7 @@ def test_flags_refuse_truthy_strings():
     import numpy as np
 
     from kdlite.measure import count_params, deep_compression_size
-    from kdlite.quant import fake_quantize, group_quantize_model, prepare_qat, qparams, quantize
+    from kdlite.quant import fake_quantize, group_quantize_model, prepare_qat, qparams, qrange, quantize
 
     x, lin = torch.randn(8, 4), nn.Linear(4, 3)
     calls = {
@@ -550,16 +550,22 @@ def test_flags_refuse_truthy_strings():
         "per_row_fallback": lambda v: group_quantize_model(lin, 4, 2, per_row_fallback=v),
         "shuffle": lambda v: kdlite.DeviceLoader((x,), 4, shuffle=v, device="cpu"),
         "drop_last": lambda v: kdlite.DeviceLoader((x,), 4, drop_last=v, device="cpu"),
+        "download": lambda v: load_dataset("digits", download=v),
+        "amp": lambda v: kdlite.evaluate(lin, (x, torch.zeros(8, dtype=torch.long)), amp=v),
+        "progress": lambda v: kdlite.fit(lin, (x, torch.zeros(8, dtype=torch.long)), 0, progress=v),
+        "cache_teacher": lambda v: distill(nn.Linear(4, 3), lin, (x, torch.zeros(8, dtype=torch.long)), 1,
+                                           temperature=2, alpha=0.5, cache_teacher=v, progress=False),
         "random_start": lambda v: kdlite.robust.pgd(lin, x.clamp(0, 1), torch.zeros(8, dtype=torch.long), 0.1,
                                                     random_start=v),
     }
     for name, call in calls.items():
-        for bad in ("no", [False], 2, None):
+        for bad in ("no", [False], 2) + (() if name in ("amp", "progress") else (None,)):  # None: the default
             with pytest.raises(TypeError, match=rf"^{name} must be True or False; got "):
                 call(bad)
         for good in (True, False, 0, 1, np.True_):
             call(good)
-    for fn in (lambda v: quantize(x, 0.1, 0, symmetric=v), lambda v: fake_quantize(x, 0.1, 0, symmetric=v)):
+    for fn in (lambda v: quantize(x, 0.1, 0, symmetric=v), lambda v: fake_quantize(x, 0.1, 0, symmetric=v),
+               lambda v: qrange(4, v)):
         with pytest.raises(TypeError, match=r"^symmetric must be True or False; got str 'no'"):
             fn("no")
 
@@ -574,3 +580,7 @@ def test_gptq_and_show_recorded_name_what_to_change():
     assert torch.isfinite(gptq_quantize(w, x, 4)).all()  # the default damp works on the same inputs
     with pytest.raises(TypeError, match=r"^path must be a str or a pathlib.Path, .* got NoneType"):
         show_recorded(None)
+    with pytest.raises(TypeError, match=r"^root must be a str or a pathlib.Path, the cache folder .* got int"):
+        load_dataset("mnist", root=5)
+    with pytest.raises(TypeError, match=r"^source must be a str or a pathlib.Path, .* got NoneType"):
+        kdlite.data.import_dataset("mnist", None)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._checks import path as path_argument
 from .sources import KEYS, SPECS, checked, read_source
 
 FORMAT = 2  # 1: a tuple of four float32/int64 tensors (kdlite 0.1); 2: this
@@ -58,6 +59,7 @@ def torchvision_dataset(name: str) -> type:
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
     """The cache folder: ``root`` if given, else ``$KDLITE_DATA``, else ``~/.cache/kdlite``."""
+    root = None if root is None else path_argument(root, "root", "the cache folder for datasets")
     return Path(root or os.environ.get("KDLITE_DATA") or Path.home() / ".cache" / "kdlite").expanduser()
 
 
@@ -99,7 +101,7 @@ def import_dataset(
     if name not in DOWNLOADABLE_DATASETS:
         raise ValueError(f"name must be a dataset to download: {', '.join(DOWNLOADABLE_DATASETS)}; got {name!r} "
                          f"(the offline datasets {', '.join(OFFLINE_DATASETS)} need no import)")
-    source = Path(source).expanduser()
+    source = path_argument(source, "source", "the local copy to import (.npz, folder or .tar.gz)").expanduser()
     arrays = checked(name, read_source(name, source))
     root = _writable(data_root(root))
     with _locked(root, name, keep=source):

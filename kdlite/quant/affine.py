@@ -27,7 +27,7 @@ def per_channel(
 
 def qrange(bits: int, symmetric: bool = False) -> tuple[int, int]:
     """(q_min, q_max): [−2^(b−1), 2^(b−1) − 1] signed (symmetric), [0, 2^b − 1] unsigned."""
-    bits = checks.bits(bits)
+    bits, symmetric = checks.bits(bits), checks.flag(symmetric, "symmetric")
     return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if symmetric else (0, 2**bits - 1)
 
 

@@ -51,8 +51,8 @@ def group_quantize_model(model: nn.Module, bits: int, group_size: int | None = N
     (``W = W_orig ⊙ M``) gets ``W_orig = group_quantize(W)``, so it stays pruned and its scales come from the kept
     weights. A ``group_size`` that does not divide a layer's row length raises an error naming the layer, or, with
     ``per_row_fallback=True``, gives that layer one scale per row (:func:`per_row_layers` names those layers)."""
-    model = copy_model(checks.layers_of(model, (nn.Linear,), "group_quantize_model", "nn.Linear"))
     bits, per_row_fallback = checks.bits(bits), checks.flag(per_row_fallback, "per_row_fallback")
+    model = copy_model(checks.layers_of(model, (nn.Linear,), "group_quantize_model", "nn.Linear"))
     fallback = set(per_row_layers(model, group_size)) if per_row_fallback else set()
     for name, layer in model.named_modules():
         if isinstance(layer, nn.Linear):
@@ -132,8 +132,8 @@ def _positive_definite(hessian: torch.Tensor, damp: float) -> Iterator[None]:
     except torch.linalg.LinAlgError:
         raise ValueError(f"gptq_quantize: the dampened Hessian H = 2 xᵀx + λI (λ = damp · mean(diag H)) or its "
                          f"inverse is not positive definite in {hessian.dtype}: x is (nearly) rank-deficient for "
-                         f"{hessian.shape[0]} inputs; got damp={damp}, expected a larger one (GPTQ uses 0.01)"
-                         ) from None
+                         f"{hessian.shape[0]} inputs; got damp={damp}, expected a larger one (at most 1; GPTQ uses "
+                         f"0.01), or w in float64, which GPTQ then computes in") from None
 
 
 def _check_inputs(x: torch.Tensor, w: torch.Tensor) -> None:
