@@ -1,10 +1,11 @@
 """Cut the chapters (converted to scripts in .gpu/ by ../shared/gpu/prepare.sh) into the record runs of
 tools/gpu/run.sh: each chapter up to the section after its records, chapter 7 in two (Deep Compression; the chain).
 
-Chapters 1, 2, 3 and 5, chapter 7's Deep Compression and chapter 8 train MLPs and small CNNs on MNIST, which a CPU
-can record at `gpu` scale (see each record's device); so could chapter 6, in about 45 minutes a seed on 2 cores. The
-GPU is for the ResNets on CIFAR-10 (chapter 4, chapter 7's chain) and chapter 9. Chapter 5's channel pruning trains
-a CNN on CIFAR-10 (05_channels): rec05 records it with the rest of chapter 5."""
+Chapters 1, 2 and 3, chapter 5 but for its channel pruning, chapter 7's Deep Compression and chapter 8 train MLPs and
+small CNNs on MNIST, which a CPU can record at `gpu` scale (see each record's device); so could chapter 6, in about
+45 minutes a seed on 2 cores. The GPU is for the ResNets on CIFAR-10 (chapter 4, chapter 7's chain) and chapter 9.
+Chapter 5's channel pruning trains a CNN on CIFAR-10 (05_channels); rec05 records it with the rest of chapter 5,
+re-recording 05_lenet, 05_sweep, 05_sensitivity and 05_lottery beside it."""
 
 from pathlib import Path
 
