@@ -78,8 +78,8 @@ def distill(
         temperature: 0 < T <= 1e4 (see ``kd_loss``).  alpha: in [0, 1], the weight of the soft term.
         cache_teacher: compute the teacher's logits once, on the un-augmented training set, and reuse them
             every epoch (they arrive as ``batch[-1]``). Only for a ``TensorDataset``, a tuple ``(x, y)`` or a
-            ``DeviceLoader`` without ``augment``: with augmentation the teacher must see the student's view (Beyer et al.,
-            2022). Feature losses that tap the teacher need the live teacher: a teacher with an open
+            ``DeviceLoader`` without ``augment``: with augmentation the teacher must see the student's view
+            (Beyer et al., 2022). Feature losses that tap the teacher need the live teacher: a teacher with an open
             ``FeatureTap`` raises ``ValueError``.
     """
     temperature, alpha = checks.temperature(temperature, MAX_TEMPERATURE), checks.weight("alpha", alpha, 0.0, 1.0)

@@ -133,7 +133,7 @@ def _positive_definite(hessian: torch.Tensor, damp: float) -> Iterator[None]:
         raise ValueError(f"gptq_quantize: the dampened Hessian H = 2 xᵀx + λI (λ = damp · mean(diag H)) or its "
                          f"inverse is not positive definite in {hessian.dtype}: x is (nearly) rank-deficient for "
                          f"{hessian.shape[0]} inputs; got damp={damp}, expected a larger one (at most 1; GPTQ uses "
-                         f"0.01), or w in float64, which GPTQ then computes in") from None
+                         f"0.01), or pass w in float64: H is computed in w's dtype (float32 at least)") from None
 
 
 def _check_inputs(x: torch.Tensor, w: torch.Tensor) -> None:
