@@ -97,7 +97,7 @@ def named_input_errors(model: nn.Module, x: torch.Tensor, what: str, who: str = 
         ([], None)
     try:
         yield
-    except (RuntimeError, ValueError) as e:  # ValueError: the int8 conv's "Input shape must be `(N, C, H, W)`!"
+    except (RuntimeError, ValueError, IndexError) as e:  # ValueError: the int8 conv says "Input shape must be ..."
         message, int8 = str(e).splitlines()[0], any(runs_int8(m) for m in model.modules())
         if isinstance(e, ValueError) and not (int8 and message.startswith(INT8_SHAPE_ERRORS[2])):
             raise  # the model's own ValueError, already clear
@@ -115,7 +115,7 @@ def named_input_errors(model: nn.Module, x: torch.Tensor, what: str, who: str = 
             raise ValueError(f"{weights} but the {what} inputs are {x.dtype}; expected inputs of the {who}'s floating "
                              f"dtype ({fix})") from None
         int8_shape = int8 and any(w in message for w in INT8_SHAPE_ERRORS)
-        float_shape = ("cannot be multiplied", "expected input", "to have", "must match the size")
+        float_shape = ("cannot be multiplied", "expected input", "to have", "must match the size", "Dimension out of")
         if int8_shape or any(w in message for w in float_shape):
             hint = _first_layer(model, x) if int8 else ""
             raise ValueError(f"the {who} cannot take the {what} inputs of shape {tuple(x.shape)}{hint}: {message}") \

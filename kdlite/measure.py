@@ -68,7 +68,9 @@ def model_size_bytes(model: nn.Module) -> int:
     """Bytes of the model as stored: every tensor of its ``state_dict`` (weights and buffers), at its own dtype.
 
     A float32 weight costs 4 bytes an element, bf16 2, int8 1. Objects that hold no plain tensor (packed
-    weights of some quantized backends) are measured by serialising the state_dict instead.
+    weights of some quantized backends) are measured by serialising the state_dict instead. A pruned model counts
+    its dense weights and its masks; ``kdlite.prune.sparse_storage_bytes`` and :func:`deep_compression_size` count
+    what a sparse format stores.
     """
     state = checks.module(model).state_dict()
     size = _tensor_bytes(state)

@@ -177,7 +177,7 @@ def channel_prune(
             expected = _eval_output(model, example_input).shape
     except torch.OutOfMemoryError:
         raise
-    except RuntimeError as err:
+    except (RuntimeError, ValueError) as err:  # ValueError: BatchNorm2d's "expected 4D input (got 3D input)"
         raise ValueError(f"example_input of shape {tuple(example_input.shape)} does not fit the model: "
                          f"{str(err).splitlines()[0]}") from None
     masked = [name for name, layer in model.named_modules() if layer_mask(layer) is not None]

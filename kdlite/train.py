@@ -396,5 +396,5 @@ def _on_device(batch, device: torch.device, first: bool, what: str = "training")
 
 def _check_logits(value) -> None:
     if not isinstance(value, torch.Tensor):
-        raise TypeError(f"the model must return a tensor of logits; it returned a {type(value).__name__} (for a "
-                        f"model that returns (logits, features), pass a step= that picks the logits)")
+        raise TypeError(f"the model must return a tensor of logits; it returned a {type(value).__name__} (for "
+                        f"(logits, features): fit takes a step= that picks them; evaluate takes logits only)")

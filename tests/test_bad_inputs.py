@@ -584,3 +584,31 @@ def test_gptq_and_show_recorded_name_what_to_change():
         load_dataset("mnist", root=5)
     with pytest.raises(TypeError, match=r"^source must be a str or a pathlib.Path, .* got NoneType"):
         kdlite.data.import_dataset("mnist", None)
+
+
+def test_what_a_practitioners_try_found():
+    """dynamic_int8 of a pruned model warns of nothing (its Linears are quantized); a 1-D input and an unbatched
+    image name the input's shape; evaluate's message for a model returning a tuple does not offer it a step=."""
+    import warnings
+
+    from kdlite.models import CNN
+    from kdlite.prune import channel_prune
+    from kdlite.quant import dynamic_int8
+
+    mlp = MLP(64, [32], 10)
+    magnitude_prune(mlp, 0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        q = dynamic_int8(mlp)
+    assert q(torch.randn(2, 64)).shape == (2, 10)
+    with pytest.raises(ValueError, match=r"cannot take the example inputs of shape \(64,\): Dimension out of range"):
+        kdlite.measure.count_flops(MLP(64, [32], 10), torch.randn(64))
+    with pytest.raises(ValueError, match=r"example_input of shape \(1, 8, 8\) does not fit the model: expected 4D"):
+        channel_prune(CNN(1, 10, widths=(8, 16, 32)), 0.5, torch.randn(1, 8, 8))
+
+    class Pair(nn.Module):
+        def forward(self, x):
+            return x, x
+
+    with pytest.raises(TypeError, match=r"it returned a tuple .* evaluate takes logits only"):
+        kdlite.evaluate(Pair(), (torch.randn(4, 3), torch.zeros(4, dtype=torch.long)))

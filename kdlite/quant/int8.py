@@ -100,10 +100,10 @@ def dynamic_int8(model: nn.Module) -> nn.Module:
     A pruned model's masks are made permanent in the copy, as in :func:`to_int8`.
     """
     model = float32_model(model, "dynamic_int8")
-    linears_to_swap(model)
+    float_model = remove_masks(strip_qat(model).cpu().eval())  # pruned weights: permanent zeros
+    linears_to_swap(float_model)  # after remove_masks: a pruned Linear is a parametrized subclass until then
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao, but works
         from torch.ao.quantization import quantize_dynamic
 
-        float_model = remove_masks(strip_qat(model).cpu().eval())  # pruned weights: permanent zeros
         return quantize_dynamic(nn.Sequential(float_model), {nn.Linear}, dtype=torch.qint8)[0]  # a bare Linear too
