@@ -303,14 +303,15 @@ def renamed(value, old_value, name: str, old_name: str):
 # --- distillation, for ``kdlite.distill``
 
 
-def student_and_teacher(student, teacher, shared: list[str]) -> None:
-    """Two separate modules that share no parameter or buffer (``shared``: the names of those they do share)."""
+def student_and_teacher(student, teacher, shared) -> None:
+    """Two separate modules that share no parameter or buffer (``shared(student, teacher)``: the names of those
+    they do share)."""
     if not isinstance(student, nn.Module) or not isinstance(teacher, nn.Module):
         raise TypeError(f"student and teacher must be nn.Modules; got {type(student).__name__}, "
                         f"{type(teacher).__name__}")
     if student is teacher:
         raise ValueError("student and teacher are the same module; distil into a separate (copied) model")
-    if shared:
+    if shared := shared(student, teacher):
         raise ValueError(f"student and teacher share {len(shared)} parameter(s) or buffer(s) (e.g. the teacher's "
                          f"{shared[0]!r}): training the student would change the teacher (a shared BatchNorm's "
                          f"running statistics move even when frozen); give the student its own copy (copy.deepcopy)")

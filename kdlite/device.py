@@ -25,15 +25,26 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
         device = os.environ.get("KDLITE_DEVICE") or None
     if device is not None:
         try:
-            return torch.device(device)
+            device = torch.device(device)
         except (RuntimeError, TypeError):
             raise ValueError(f"device must be a torch.device or a name such as 'cpu', 'cuda', 'cuda:1' or 'mps'; got "
                              f"{device!r}") from None
+        return _check_available(device)
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _check_available(device: torch.device) -> torch.device:
+    """A CUDA or MPS device this machine has: torch's own error ("Found no NVIDIA driver") names no argument."""
+    gpus, mps = torch.cuda.device_count(), getattr(torch.backends, "mps", None)
+    if (device.type == "cuda" and (device.index or 0) >= gpus) or (device.type == "mps" and not (
+            mps is not None and mps.is_available())):
+        raise ValueError(f"device {str(device)!r} (the device argument, or $KDLITE_DEVICE) is not on this machine, "
+                         f"which has {gpus} CUDA GPU(s); expected 'cpu', or device=None to pick the best one there is")
+    return device
 
 
 def seed_everything(seed: int) -> int:

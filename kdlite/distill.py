@@ -83,7 +83,7 @@ def distill(
             ``FeatureTap`` raises ``ValueError``.
     """
     temperature, alpha = checks.temperature(temperature, MAX_TEMPERATURE), checks.weight("alpha", alpha, 0.0, 1.0)
-    checks.student_and_teacher(student, teacher, shared_tensors(student, teacher))
+    checks.student_and_teacher(student, teacher, shared_tensors)
     extra_losses, cache_teacher = checks.extra_losses(extra_losses), checks.flag(cache_teacher, "cache_teacher")
     _check_no_step(fit_kwargs)
     extra_params = list(fit_kwargs.pop("extra_params", ()))

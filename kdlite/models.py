@@ -13,7 +13,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ._checks import integer
 from .gpt import GPT  # noqa: F401  (kdlite.models.GPT)
+
+WIDTHS = "a sequence of positive ints, one per stage (e.g. (32, 64, 128))"
 
 
 class MLP(nn.Module):
@@ -25,7 +28,9 @@ class MLP(nn.Module):
 
     def __init__(self, in_features: int, hidden: int | Sequence[int], out_features: int, dropout: float = 0.0):
         super().__init__()
-        hidden = [hidden] if isinstance(hidden, int) else list(hidden)
+        hidden = list(hidden) if isinstance(hidden, Sequence) and not isinstance(hidden, str) else [hidden]
+        in_features, out_features = integer(in_features, "in_features", 1), integer(out_features, "out_features", 1)
+        hidden = [integer(h, "hidden", 1, what="a positive int or a list of them (the hidden widths)") for h in hidden]
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1); got {dropout}")
         layers: list[nn.Module] = [nn.Flatten()]
@@ -56,6 +61,10 @@ class CNN(nn.Module):
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, widths: Sequence[int] = (32, 64, 128)):
         super().__init__()
+        if not isinstance(widths, Sequence) or isinstance(widths, str) or not widths:
+            raise TypeError(f"widths must be {WIDTHS}; got {widths!r}")
+        in_channels, num_classes = integer(in_channels, "in_channels", 1), integer(num_classes, "num_classes", 1)
+        widths = [integer(w, "widths", 1, what=WIDTHS) for w in widths]
         layers: list[nn.Module] = []
         c = in_channels
         for i, w in enumerate(widths):

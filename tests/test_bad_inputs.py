@@ -612,3 +612,22 @@ def test_what_a_practitioners_try_found():
 
     with pytest.raises(TypeError, match=r"it returned a tuple .* evaluate takes logits only"):
         kdlite.evaluate(Pair(), (torch.randn(4, 3), torch.zeros(4, dtype=torch.long)))
+
+
+def test_model_sizes_devices_and_swapped_arguments_are_named():
+    from kdlite.models import CNN
+
+    for call, pattern in ((lambda: MLP(64, "32", 10), r"^hidden must be a positive int or a list of them .* got '32'"),
+                          (lambda: MLP("64", [32], 10), r"^in_features must be a positive int; got '64'"),
+                          (lambda: CNN(1, 10, (8, 0)), r"^widths must be a sequence of positive ints, .* got 0")):
+        with pytest.raises(ValueError, match=pattern):
+            call()
+    with pytest.raises(TypeError, match=r"^widths must be a sequence of positive ints, one per stage .* got 32"):
+        CNN(1, 10, 32)
+    assert len(MLP(64, 32, 10).net) == 4 and CNN(3, 10, [8]).classifier.in_features == 8
+    if torch.cuda.device_count() < 8:
+        with pytest.raises(ValueError, match=r"^device 'cuda:7' \(the device argument, or \$KDLITE_DEVICE\) is not on"):
+            kdlite.get_device("cuda:7")
+    x, y = torch.randn(8, 4), torch.zeros(8, dtype=torch.long)
+    with pytest.raises(TypeError, match=r"^student and teacher must be nn.Modules; got MLP, tuple"):
+        distill(MLP(4, 8, 3), (x, y), MLP(4, 8, 3), 1, temperature=2, alpha=0.5)
