@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 
@@ -22,14 +21,11 @@ from torch.utils.data import TensorDataset
 from . import _checks as checks
 from ._checks import integer
 from .data import as_batches
-from .device import eval_mode, get_device, named_input_errors, seed_everything  # noqa: F401  (kdlite.train.get_device, as before)
+from .device import eval_mode, get_device, named_input_errors, runs_int8, seed_everything  # noqa: F401  (kdlite.train.get_device, as before)
+from .progress import progress_bar, show_progress
 
 Batch = Sequence[torch.Tensor]
 Step = Callable[[nn.Module, Batch], tuple[torch.Tensor, torch.Tensor]]
-
-
-def _progress_default() -> bool:
-    return os.environ.get("KDLITE_PROGRESS", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 class History:
@@ -77,6 +73,7 @@ class History:
     def __repr__(self) -> str:
         last = ", ".join(f"{k}={v:.4g}" for k, v in self.last.items())
         return f"History({len(self)} epochs; last: {last})"
+
 
 
 def cross_entropy_step(
@@ -243,7 +240,7 @@ def fit(
     if optimizer is None:
         optimizer, sched = default_optimizer(model, extra_params, lr, weight_decay, scheduler, epochs * (steps or 0))
     peak = max(g.get("max_lr", g["lr"]) for g in optimizer.param_groups)  # one-cycle's peak, else lr
-    history, bar = History(), _progress_bar(progress, epochs, steps, desc)
+    history, bar = History(), progress_bar(progress, epochs, steps, desc)
     try:
         for epoch in range(1, epochs + 1):
             model.train()
@@ -265,7 +262,7 @@ def fit(
                 loss_sum += loss.detach().float() * y.numel()
                 correct += (logits.detach().argmax(-1).reshape(y.shape) == y).sum()
                 n += y.numel()
-                _show(bar, i, epoch, loss_sum, correct, n)
+                show_progress(bar, i, epoch, loss_sum, correct, n)
             try:
                 metrics = {"epoch": epoch, **_epoch_metrics(loss_sum, correct, n, epoch, peak)}
             except FloatingPointError:
@@ -295,6 +292,7 @@ def default_optimizer(
     fewer than 10 steps get plain cosine decay, which needs no warm-up room), ``"cosine"``, or ``None`` (constant
     learning rate, as with ``total_steps=0``). Returns ``(optimizer, scheduler or None)``."""
     params = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
+    _check_trainable(params, model)
     lr = 5e-3 if lr is None else lr
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     if scheduler is None or total_steps <= 0:
@@ -314,6 +312,16 @@ def _check_fit(model, optimizer, lr, weight_decay, scheduler) -> None:
         raise ValueError(f"weight_decay must be a finite number >= 0; got {weight_decay!r}")
     if scheduler not in ("onecycle", "cosine", None):
         raise ValueError(f"scheduler must be 'onecycle', 'cosine' or None; got {scheduler!r}")
+
+
+
+def _check_trainable(params: list, model: nn.Module) -> None:
+    if not params:
+        why = ("it runs int8 kernels (from to_int8 or dynamic_int8), which do not train: train the float model, or "
+               "prepare_qat(model) to train for int8") if any(runs_int8(m) for m in model.modules()) else \
+              "every parameter has requires_grad=False: unfreeze what should train, or pass extra_params"
+        raise ValueError(f"fit has nothing to train: {type(model).__name__} has no trainable parameters and no "
+                         f"extra_params; {why}")
 
 
 def _first_step(step: Step, model: nn.Module, batch: Batch, train) -> tuple[torch.Tensor, torch.Tensor]:
@@ -343,24 +351,6 @@ def _epoch_metrics(loss_sum, correct, n: int, epoch: int, peak: float) -> dict:
             f"high, or the inputs contain NaN/inf. The model's weights are restored to those it had at the start "
             f"of epoch {epoch}.")
     return {"train_loss": train_loss, "train_accuracy": correct.item() / n}
-
-
-def _progress_bar(progress: bool | None, epochs: int, steps: int | None, desc: str):
-    """A tqdm bar over every step of the run (its length unknown when the data has none), or None."""
-    show = _progress_default() if progress is None else checks.flag(progress, "progress")
-    if not show or epochs == 0:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=epochs * steps if steps else None, desc=desc, leave=False)
-
-
-def _show(bar, i: int, epoch: int, loss_sum, correct, n: int) -> None:
-    """Advance the progress bar; every 20 steps show the running loss and accuracy (a device sync)."""
-    if bar is not None:
-        bar.update()
-        if i % 20 == 0:
-            bar.set_postfix(epoch=epoch, loss=f"{loss_sum.item() / n:.4f}", acc=f"{correct.item() / n:.3f}")
 
 
 # --- torch's errors said in kdlite's words

@@ -631,3 +631,19 @@ def test_model_sizes_devices_and_swapped_arguments_are_named():
     x, y = torch.randn(8, 4), torch.zeros(8, dtype=torch.long)
     with pytest.raises(TypeError, match=r"^student and teacher must be nn.Modules; got MLP, tuple"):
         distill(MLP(4, 8, 3), (x, y), MLP(4, 8, 3), 1, temperature=2, alpha=0.5)
+
+
+def test_fit_says_when_it_has_nothing_to_train():
+    from kdlite.quant import to_int8
+
+    x, y = torch.randn(32, 64), torch.randint(0, 10, (32,))
+    net = MLP(64, [32], 10)
+    with pytest.raises(ValueError, match=r"^fit has nothing to train: GraphModule .* int8 kernels"):
+        kdlite.fit(to_int8(net, (x, y)), (x, y), 1, progress=False)
+    with pytest.raises(ValueError, match=r"^fit has nothing to train: MLP .* requires_grad=False"):
+        kdlite.fit(MLP(64, [32], 10).requires_grad_(False), (x, y), 1, progress=False)
+    frozen = MLP(64, [32], 10).requires_grad_(False)  # a frozen model with an extra trainable term still trains
+    bias = nn.Parameter(torch.zeros(10))
+    history = kdlite.fit(frozen, (x, y), 1, extra_params=[bias], progress=False,
+                         step=lambda m, b: (nn.functional.cross_entropy(m(b[0]) + bias, b[1]), m(b[0]) + bias))
+    assert len(history) == 1 and bias.abs().sum() > 0
