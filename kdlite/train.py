@@ -75,7 +75,6 @@ class History:
         return f"History({len(self)} epochs; last: {last})"
 
 
-
 def cross_entropy_step(
     model: nn.Module, batch: Batch, check_labels: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -312,7 +311,6 @@ def _check_fit(model, optimizer, lr, weight_decay, scheduler) -> None:
         raise ValueError(f"weight_decay must be a finite number >= 0; got {weight_decay!r}")
     if scheduler not in ("onecycle", "cosine", None):
         raise ValueError(f"scheduler must be 'onecycle', 'cosine' or None; got {scheduler!r}")
-
 
 
 def _check_trainable(params: list, model: nn.Module) -> None:
