@@ -178,7 +178,7 @@ def _make_step(teacher, temperature, alpha, extra_losses, cached, trained, steps
 @torch.no_grad()
 def _with_teacher_logits(teacher: nn.Module, train, device: torch.device) -> DeviceLoader:
     """A loader over the training set with the teacher's logits appended as the last tensor of every batch."""
-    train = as_batches(train, 128, shuffle=True, device=device) if isinstance(train, tuple) else train  # (x, y)
+    train = as_batches(train, 128, shuffle=True, device=device, name="train") if isinstance(train, tuple) else train
     train = _check_cacheable(train, teacher)
     if isinstance(train, DeviceLoader):
         tensors, batch_size = train.tensors, train.batch_size

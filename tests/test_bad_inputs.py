@@ -582,6 +582,7 @@ def test_gptq_and_show_recorded_name_what_to_change():
         show_recorded(None)
     with pytest.raises(TypeError, match=r"^root must be a str or a pathlib.Path, the cache folder .* got int"):
         load_dataset("mnist", root=5)
+    assert kdlite.data.cache.data_root("") == kdlite.data.cache.data_root(None)  # "" is the default, as before
     with pytest.raises(TypeError, match=r"^source must be a str or a pathlib.Path, .* got NoneType"):
         kdlite.data.import_dataset("mnist", None)
 

@@ -59,7 +59,8 @@ def torchvision_dataset(name: str) -> type:
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
     """The cache folder: ``root`` if given, else ``$KDLITE_DATA``, else ``~/.cache/kdlite``."""
-    root = None if root is None else path_argument(root, "root", "the cache folder for datasets")
+    if root is not None and not isinstance(root, str):  # a str is a path ("" too: the default, below)
+        root = path_argument(root, "root", "the cache folder for datasets")
     return Path(root or os.environ.get("KDLITE_DATA") or Path.home() / ".cache" / "kdlite").expanduser()
 
 
