@@ -10,7 +10,6 @@ import difflib
 import math
 import numbers
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -257,6 +256,21 @@ def all_labels(data, logits: torch.Tensor, where: str = "the training data") -> 
                          f"[0, {c - 1}] (the model outputs {c} classes)")
 
 
+def trained_by(optimizer, model) -> nn.Module:
+    """``model``, checked; and ``fit``'s own ``optimizer``, if given, must hold some of its trainable parameters:
+    one built over another model's (the teacher's, or the model's before a ``copy.deepcopy``) trains nothing."""
+    model = module(model)
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer or None; got {type(optimizer).__name__}")
+    mine = {id(p) for p in model.parameters() if p.requires_grad}
+    held = {id(p) for g in getattr(optimizer, "param_groups", ()) for p in g["params"]}
+    if optimizer is not None and mine and not mine & held:
+        raise ValueError(f"optimizer holds none of the {type(model).__name__}'s trainable parameters (it holds "
+                         f"{len(held)} others), so fit would train nothing: build it over model.parameters() of "
+                         f"this model (after any copy.deepcopy), or leave optimizer=None for fit's default")
+    return model
+
+
 # --- quantization, for ``kdlite.quant``
 
 
@@ -281,26 +295,6 @@ def real(value, name: str, low: float, high: float, low_open: bool = True) -> fl
     if not ok or not ((low < value) if low_open else (low <= value)) or not value <= high:
         raise ValueError(f"{name} must be in {'(' if low_open else '['}{low}, {high}] (a number); got {value!r}")
     return float(value)
-
-
-def range_method(method, percentile, options) -> None:
-    """A range estimator's name among ``options``, and its percentile in (50, 100]."""
-    if method not in options:
-        raise ValueError(f"method must be one of {sorted(options)}; got {method!r}")
-    real(percentile, "percentile", 50, 100)
-
-
-def renamed(value, old_value, name: str, old_name: str):
-    """An argument renamed by the API rule (one name for data): ``old_name=`` works, with a DeprecationWarning."""
-    if (value is None) == (old_value is None):
-        raise TypeError(f"give {name} (the data to calibrate on) once ({old_name} is its old name); got "
-                        f"{'neither' if value is None else 'both'}")
-    if old_value is not None:
-        warnings.warn(f"{old_name}= is now called {name}=", DeprecationWarning, stacklevel=3)
-    return old_value if value is None else value
-
-
-# --- distillation, for ``kdlite.distill``
 
 
 def student_and_teacher(student, teacher, shared) -> None:

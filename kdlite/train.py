@@ -302,7 +302,7 @@ def default_optimizer(
 
 
 def _check_fit(model, optimizer, lr, weight_decay, scheduler) -> None:
-    checks.module(model)
+    checks.trained_by(optimizer, model)
     if optimizer is not None and lr is not None:
         raise ValueError("pass either optimizer or lr, not both: lr sets the default optimizer's learning rate")
     if lr is not None and not (_finite(lr) and lr > 0):

@@ -648,3 +648,20 @@ def test_fit_says_when_it_has_nothing_to_train():
     history = kdlite.fit(frozen, (x, y), 1, extra_params=[bias], progress=False,
                          step=lambda m, b: (nn.functional.cross_entropy(m(b[0]) + bias, b[1]), m(b[0]) + bias))
     assert len(history) == 1 and bias.abs().sum() > 0
+
+
+def test_fit_refuses_an_optimizer_over_another_models_parameters():
+    import copy
+
+    x, y = torch.randn(32, 64), torch.randint(0, 10, (32,))
+    student, teacher = MLP(64, [32], 10), MLP(64, [32], 10)
+    for wrong in (torch.optim.SGD(teacher.parameters(), lr=0.1),  # the teacher's
+                  torch.optim.SGD(copy.deepcopy(student).parameters(), lr=0.1)):  # a copy's
+        with pytest.raises(ValueError, match=r"^optimizer holds none of the MLP's trainable parameters \(it holds 4 "):
+            kdlite.fit(student, (x, y), 1, optimizer=wrong, progress=False)
+    with pytest.raises(TypeError, match=r"^optimizer must be a torch.optim.Optimizer or None; got str"):
+        kdlite.fit(student, (x, y), 1, optimizer="adam", progress=False)
+    first = next(m for m in student.modules() if isinstance(m, nn.Linear))
+    before = first.weight.detach().clone()  # the student's own optimizer, partial or whole, trains it
+    kdlite.fit(student, (x, y), 1, optimizer=torch.optim.SGD(first.parameters(), lr=0.1), progress=False)
+    assert not torch.equal(before, first.weight)

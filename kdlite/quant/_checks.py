@@ -121,3 +121,23 @@ def given_qparams(x: torch.Tensor, scale, zero_point, axis: int | None, bits: in
             raise ValueError(f"zero_point must lie in [{qmin}, {qmax}] for bits={bits}, symmetric={symmetric}; "
                              f"got {zero_point.flatten()[:8].tolist()}")
     return scale, zero_point
+
+
+def range_method(method, percentile, options) -> None:
+    """A range estimator's name among ``options``, and its percentile in (50, 100]."""
+    if method not in options:
+        raise ValueError(f"method must be one of {sorted(options)}; got {method!r}")
+    checks.real(percentile, "percentile", 50, 100)
+
+
+def renamed(value, old_value, name: str, old_name: str):
+    """An argument renamed by the API rule (one name for data): ``old_name=`` works, with a DeprecationWarning."""
+    if (value is None) == (old_value is None):
+        raise TypeError(f"give {name} (the data to calibrate on) once ({old_name} is its old name); got "
+                        f"{'neither' if value is None else 'both'}")
+    if old_value is not None:
+        warnings.warn(f"{old_name}= is now called {name}=", DeprecationWarning, stacklevel=3)
+    return old_value if value is None else value
+
+
+# --- distillation, for ``kdlite.distill``

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from .. import _checks as checks
-from ._checks import given_qparams, grid_axis
+from ._checks import given_qparams, grid_axis, range_method
 
 
 def per_channel(
@@ -119,7 +119,7 @@ def qparams(
     if check:
         x, bits, axis = checks.tensor(x, "x", nonempty=True), checks.bits(bits), grid_axis(axis, x)
         symmetric = checks.flag(symmetric, "symmetric")
-        checks.range_method(method, percentile, RANGES), checks.finite(x, "x")
+        range_method(method, percentile, RANGES), checks.finite(x, "x")
     lo, hi = RANGES[method](_rows(x.detach(), axis), bits, symmetric, percentile)
     scale, zero_point = scale_zero_point(lo, hi, bits, symmetric)
     return (scale[0], zero_point[0]) if axis is None else (scale, zero_point)

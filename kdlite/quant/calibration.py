@@ -16,6 +16,7 @@ from torch.utils.data import TensorDataset
 from .. import _checks as checks
 from ..data import as_batches
 from ..device import eval_mode, named_input_errors
+from ._checks import range_method
 from .affine import RANGES, fake_quantize, scale_zero_point
 
 CalibrationData = torch.Tensor | TensorDataset | Iterable[torch.Tensor | Sequence[torch.Tensor]]
@@ -123,7 +124,7 @@ def calibrate(
     keep every observed input in memory until the ranges are set. NaN or inf in ``data``, or in the activations
     it produces, raises a ValueError.
     """
-    checks.range_method(method, percentile, RANGES)
+    range_method(method, percentile, RANGES)
     quants = [m for m in checks.module(model).modules() if isinstance(m, ActQuant)]
     if not quants:
         raise ValueError("model has no ActQuant layers to calibrate; expected a model from prepare_qat")

@@ -30,10 +30,9 @@ import warnings
 import torch
 from torch import nn
 
-from .. import _checks as checks
 from ..device import named_input_errors
 from ..masks import remove_masks
-from ._checks import float32_model, linears_to_swap, untraceable
+from ._checks import float32_model, linears_to_swap, renamed, untraceable
 from .calibration import CalibrationData, calibration_inputs
 from .qat import strip_qat
 
@@ -68,7 +67,7 @@ def to_int8(
     (``nn.LSTM``'s does) raises a ValueError.
     """
     model = float32_model(model, "to_int8", token_ids=False)
-    data = checks.renamed(data, calibration_data, "data", "calibration_data")
+    data = renamed(data, calibration_data, "data", "calibration_data")
     cpu = torch.device("cpu")
     inputs = list(calibration_inputs(data, num_batches, cpu))
     with warnings.catch_warnings():

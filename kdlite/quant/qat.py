@@ -13,6 +13,7 @@ from torch import nn
 
 from .. import _checks as checks
 from ..masks import copy_model, layer_mask, masked_like, remove_masks
+from ._checks import range_method, renamed
 from .affine import RANGES, fake_quantize, qparams
 from .calibration import ActQuant, CalibrationData, calibrate
 
@@ -209,7 +210,7 @@ def quantize_ptq(
     """A copy of ``model`` quantized after training, at any 2..16 bits (simulated): ``prepare_qat``, then
     ``calibrate`` on ``num_batches`` batches of ``data`` with ``method`` and ``percentile``; in eval mode, no
     training. (``calibration_data=`` is the old name of ``data``.)"""
-    data = checks.renamed(data, calibration_data, "data", "calibration_data")
-    checks.range_method(method, percentile, RANGES)
+    data = renamed(data, calibration_data, "data", "calibration_data")
+    range_method(method, percentile, RANGES)
     model = prepare_qat(model, bits, act_bits, per_channel)
     return calibrate(model, data, num_batches, method, percentile).eval()
