@@ -47,7 +47,6 @@ def crop_and_flip(x: torch.Tensor) -> torch.Tensor:
     return random_flip(random_crop(x, padding=4))
 
 
-
 class DeviceLoader:
     """Batches of a ``TensorDataset`` kept whole on the device, made by index slicing.
 
