@@ -160,11 +160,12 @@ def sequence_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     is one of the two distributions and this JSD is zero for any logits (use "forward" or "reverse" for the KLs).
     Any leading dimensions are positions, as in :func:`kd_loss` (logits (N, V) with a mask (N,) work too; without
     a mask, "forward" is ``kd_loss``). Zero for identical logits (for "jsd", up to float rounding). The teacher is
-    detached. ``check=False``: as in :func:`kd_loss`.
+    detached. Logits must be finite: a vocabulary masked with −inf gives 0 · ∞ = NaN in the KL, so mask it with a
+    large negative number (−1e4) instead. ``check=False``: as in :func:`kd_loss`.
     """
     if check:
         temperature = checks.kd_args(student_logits, teacher_logits, temperature)
-        beta = _check_beta_and_mask(beta, mask, student_logits.shape[:-1])
+        beta = _check_beta_and_mask(beta, mask, student_logits.shape[:-1], kind)
     compute = torch.promote_types(student_logits.dtype, torch.float32)
     log_p = F.log_softmax(student_logits.to(compute) / temperature, dim=-1)
     log_q = F.log_softmax(teacher_logits.detach().to(compute) / temperature, dim=-1)
@@ -383,10 +384,10 @@ def similarity_preserving_loss(student_feat: torch.Tensor, teacher_feat: torch.T
     return (gram(student_feat) - gram(teacher_feat.detach())).pow(2).sum() / n**2
 
 
-def _check_beta_and_mask(beta, mask, positions: torch.Size) -> float:
-    """``beta`` in (0, 1); ``mask`` None or a boolean tensor (or one of 0/1 integers, as a tokenizer's attention
-    mask) of the logits' positions with one True at least."""
-    if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not 0 < beta < 1:
+def _check_beta_and_mask(beta, mask, positions: torch.Size, kind: str):
+    """``beta`` in (0, 1) for the JSD (the KLs ignore it); ``mask`` None or a boolean tensor (or one of 0/1
+    integers, as a tokenizer's attention mask) of the logits' positions with one True at least."""
+    if kind == "jsd" and (isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not 0 < beta < 1):
         raise ValueError(f"beta must be a number in (0, 1) (the teacher's weight in the JSD's mixture; at 0 or 1 "
                          f"the JSD is zero for any logits); got {beta!r}")
     if mask is not None and not (isinstance(mask, torch.Tensor) and mask.shape == positions and mask.any() and (
@@ -395,4 +396,4 @@ def _check_beta_and_mask(beta, mask, positions: torch.Size) -> float:
                if isinstance(mask, torch.Tensor) else type(mask).__name__)
         raise ValueError(f"mask must be None or a boolean (or 0/1 integer) tensor of shape {tuple(positions)} (one "
                          f"entry per position: True where it counts) with at least one True; got {got}")
-    return float(beta)
+    return float(beta) if kind == "jsd" else beta

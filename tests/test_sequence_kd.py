@@ -143,3 +143,12 @@ def test_errors(change, words):
     args.update(change)
     with pytest.raises(ValueError, match=words):
         sequence_kd_loss(**args)
+
+
+@pytest.mark.parametrize("kind", ["forward", "reverse"])
+def test_the_kls_ignore_beta(kind):
+    """beta weighs the JSD's mixture only: a KL with any beta (say 1.0, or a leftover None) is the same loss."""
+    s, t = logits(), logits(seed=1)
+    expected = sequence_kd_loss(s, t, 2.0, kind)
+    for beta in (1.0, 0.0, None):
+        assert torch.equal(sequence_kd_loss(s, t, 2.0, kind, beta), expected)
