@@ -15,6 +15,7 @@ is *not* tied to the token embedding), so pruning and quantization treat each li
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 
 import torch
@@ -71,7 +72,9 @@ class GPT(nn.Module):
 
     ``model(idx)`` maps ids (B, T), T ≤ block_size, to logits (B, T, vocab_size); ``model.generate(idx, n)``
     continues ``idx`` by ``n`` sampled tokens. Weights start as in GPT-2: normal with standard deviation 0.02,
-    biases zero. ``GPT(65, 128, 4, 4, 128)`` is a character-level Tiny Shakespeare model of 0.8 M parameters.
+    biases zero, and the two projections that add to the residual stream in each block (``attn.proj`` and the
+    MLP's second ``Linear``) scaled down by ``1/√(2 · n_layer)``, one factor per residual branch.
+    ``GPT(65, 128, 4, 4, 128)`` is a character-level Tiny Shakespeare model of 0.8 M parameters.
     Ids outside ``0 .. vocab_size − 1`` raise a ValueError in ``generate`` and in a forward pass on the CPU (on CUDA
     the forward pass does not check: the check would wait for the GPU at every training step).
     """
@@ -92,6 +95,9 @@ class GPT(nn.Module):
         self.ln_f = nn.LayerNorm(n_embd)
         self.head = nn.Linear(n_embd, vocab_size, bias=False)
         self.apply(_gpt2_init)
+        for block in self.blocks:  # 2 · n_layer residual branches: their sum keeps its size as n_layer grows
+            for proj in (block.attn.proj, block.mlp[2]):
+                nn.init.normal_(proj.weight, mean=0.0, std=0.02 / math.sqrt(2 * n_layer))
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         on_cuda = getattr(idx, "is_cuda", False)  # no range check (a device sync) on CUDA

@@ -227,3 +227,15 @@ def test_token_ids_outside_the_vocabulary_are_refused(bad):
             call()
     with pytest.raises(ValueError, match=r"ids must hold ids from 0 to len\(vocab\) − 1 = 11; got ids from"):
         decode(idx, list("abcdefghijkl"))
+
+
+def test_init_is_gpt2s_with_scaled_residual_projections():
+    torch.manual_seed(0)
+    n_layer = 8
+    model = GPT(65, 32, n_layer, 4, 256)
+    std = lambda w: w.detach().double().std().item()  # noqa: E731
+    assert std(model.blocks[0].attn.qkv.weight) == pytest.approx(0.02, rel=0.02)
+    for block in model.blocks:
+        for proj in (block.attn.proj, block.mlp[2]):
+            assert std(proj.weight) == pytest.approx(0.02 / (2 * n_layer) ** 0.5, rel=0.03)
+            assert not proj.bias.any()
