@@ -10,11 +10,15 @@ import difflib
 import math
 import numbers
 import os
+import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
+
+PACKAGE = str(Path(__file__).parent) + os.sep  # kdlite/, for warnings that point at the user's line
 
 
 def integer(value, name: str, minimum: int = 0, maximum: int | None = None, what: str | None = None) -> int:
@@ -67,12 +71,6 @@ def path(value, name: str, what: str) -> Path:
     return Path(value)
 
 
-def mapping(value, name: str, what: str) -> Mapping:
-    if not isinstance(value, Mapping):
-        raise TypeError(f"{name} must be a dict of {what}; got {type(value).__name__}")
-    return value
-
-
 def layers_of(model, kinds: tuple[type, ...], who: str, what: str) -> nn.Module:
     """``model``, a module with at least one layer of ``kinds`` (``what`` names them), for ``who``."""
     if not any(isinstance(m, kinds) for m in module(model).modules()):
@@ -96,15 +94,6 @@ def like(value, expected: torch.Tensor, name: str) -> torch.Tensor:
         raise ValueError(f"{name} has {got}; the model's has shape {tuple(expected.shape)} (a state_dict of "
                          f"another architecture?)")
     return value
-
-
-def channel_scores(scores, channels: int) -> torch.Tensor:
-    """What ``channel_prune``'s ``importance`` function returned: one finite score per output channel."""
-    if not isinstance(scores, torch.Tensor) or scores.shape != (channels,):
-        got = f"shape {tuple(scores.shape)}" if isinstance(scores, torch.Tensor) else f"a {type(scores).__name__}"
-        raise ValueError(f"importance must return a tensor of one score per output channel ({channels},); got {got}")
-    finite(scores, "the scores importance returned")
-    return scores
 
 
 def batch_logits(logits, n: int, who: str) -> None:
@@ -193,16 +182,29 @@ def id_range(ids: torch.Tensor, n: int, name: str, bound: str) -> None:
                          f"{ids.max().item()}")
 
 
-def index_bytes(b: int, largest: int) -> None:
-    """``b`` bytes can hold an index as large as ``largest``."""
-    if 256**b <= largest:
-        raise ValueError(f"index_bytes={b} stores indices up to {256**b - 1}; this CSR needs {largest} (column "
-                         f"indices and row pointers); expected index_bytes >= {math.ceil(math.log2(largest + 1) / 8)}")
+def not_probabilities(logits: torch.Tensor, name: str) -> None:
+    """Warn when ``logits`` look like probabilities (rows in [0, 1] summing to 1): a softmax of them is not theirs."""
+    p = logits.detach().float()  # on its own device (no copy for float32): float64 would fail on MPS
+    tol = max(1e-4, torch.finfo(logits.dtype).eps)  # bf16 and float16 probabilities sum to 1 only within their eps
+    if len(p) and bool(((p >= 0) & (p <= 1)).all()) and bool(((p.sum(-1) - 1).abs() < tol).all()):
+        warnings.warn(f"{name} look like probabilities (every row in [0, 1], summing to 1); expected logits, which "
+                      f"this function turns into probabilities with a softmax: pass the model's outputs before the "
+                      f"softmax (or their log: softmax(log p) = p)", stacklevel=user_stacklevel())
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` of the first frame outside the kdlite package: a warning points at the user's line."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def logit_pair(student_logits, teacher_logits) -> None:
     float_tensor("student_logits", student_logits)
     float_tensor("teacher_logits", teacher_logits)
+    not_probabilities(student_logits, "student_logits")
+    not_probabilities(teacher_logits, "teacher_logits")
     if student_logits.shape != teacher_logits.shape:
         classes = " (different class counts)" if student_logits.shape[:-1] == teacher_logits.shape[:-1] else ""
         raise ValueError(f"student_logits and teacher_logits must have the same shape (batch, classes); got "

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils import prune as torch_prune
 
-from ._checks import binary_mask, float_tensor, integer, mapping, module
+from ._checks import binary_mask, float_tensor, integer, module
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)  # the layers pruning acts on, everywhere in kdlite
 
@@ -107,7 +107,7 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Modul
     """Prune ``model`` with the given masks (layer name -> boolean tensor of the weight's shape, ``True``
     keeps): attaches ``W = W_orig ⊙ M`` to each named layer, or replaces the mask it already has.
     Returns ``model``."""
-    layers = prunable_layers(model, list(mapping(masks, "masks", "layer names to boolean masks")), name="masks")
+    layers = prunable_layers(model, list(_check_mapping(masks)), name="masks")
     _check_not_torch_pruned(layers)  # before any layer changes
     for name, layer in layers.items():
         mask = binary_mask(masks[name], f"masks[{name!r}]")
@@ -123,6 +123,12 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Modul
         else:
             parametrize.register_parametrization(layer, "weight", WeightMask(mask))
     return model
+
+
+def _check_mapping(masks) -> Mapping:
+    if not isinstance(masks, Mapping):
+        raise TypeError(f"masks must be a dict of layer names to boolean masks; got {type(masks).__name__}")
+    return masks
 
 
 def _check_not_torch_pruned(layers: Mapping[str, nn.Module]) -> None:

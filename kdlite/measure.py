@@ -4,13 +4,9 @@ and how far can its confidence be trusted (calibration)."""
 from __future__ import annotations
 
 import io
-import os
 import statistics
-import sys
 import time
-import warnings
 from collections.abc import Mapping
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -20,8 +16,6 @@ from .device import eval_mode, named_input_errors, runs_int8, synchronize
 from .huffman import encoded_bits
 from .masks import PRUNABLE
 from .quant.sharing import SharedWeight, kmeans_quantize
-
-_PACKAGE = str(Path(__file__).parent) + os.sep  # kdlite/, for warnings that point at the user's line
 
 
 def _packed_weights(module: nn.Module) -> list[torch.Tensor]:
@@ -304,24 +298,6 @@ def calibration_error(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 
 # --- argument checks, out of the reader's way
 
 
-def _warn_if_probabilities(logits: torch.Tensor, name: str) -> None:
-    """Warn when ``logits`` look like probabilities (rows in [0, 1] summing to 1): a softmax of them is not theirs."""
-    p = logits.detach().float()  # on its own device (no copy for float32): float64 would fail on MPS
-    tol = max(1e-4, torch.finfo(logits.dtype).eps)  # bf16 and float16 probabilities sum to 1 only within their eps
-    if len(p) and bool(((p >= 0) & (p <= 1)).all()) and bool(((p.sum(-1) - 1).abs() < tol).all()):
-        warnings.warn(f"{name} look like probabilities (every row in [0, 1], summing to 1); expected logits, which "
-                      f"this function turns into probabilities with a softmax: pass the model's outputs before the "
-                      f"softmax (or their log: softmax(log p) = p)", stacklevel=_caller_outside_kdlite())
-
-
-def _caller_outside_kdlite() -> int:
-    """The ``stacklevel`` of the first frame outside the kdlite package: a warning points at the user's line."""
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
-        frame, level = frame.f_back, level + 1
-    return level
-
-
 def _check_model_input(model, example_input, name: str = "model") -> None:
     checks.module(model, name)
     if not isinstance(example_input, torch.Tensor):
@@ -365,4 +341,4 @@ def _check_calibration(logits, labels, n_bins) -> None:
     except (TypeError, ValueError) as e:
         raise type(e)(str(e).replace("targets", "labels", 1)) from None
     checks.integer(n_bins, "n_bins", 1)
-    _warn_if_probabilities(logits, "logits")
+    checks.not_probabilities(logits, "logits")

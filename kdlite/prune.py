@@ -318,5 +318,12 @@ def sparse_storage_bytes(
         return numel * b_v
     if format == "bitmask":
         return math.ceil(numel / 8) + nnz * b_v
-    checks.index_bytes(index_bytes, max(numel // max(rows, 1) - 1, nnz))  # the largest column or row pointer
+    _check_index_bytes(index_bytes, max(numel // max(rows, 1) - 1, nnz))  # the largest column or row pointer
     return nnz * (b_v + index_bytes) + (rows + 1) * index_bytes
+
+
+def _check_index_bytes(b: int, largest: int) -> None:
+    """``b`` bytes can hold an index as large as ``largest``."""
+    if 256**b <= largest:
+        raise ValueError(f"index_bytes={b} stores indices up to {256**b - 1}; this CSR needs {largest} (column "
+                         f"indices and row pointers); expected index_bytes >= {math.ceil(math.log2(largest + 1) / 8)}")

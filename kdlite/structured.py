@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ._checks import channel_scores, float_tensor, fraction, module, real
+from ._checks import finite, float_tensor, fraction, module, real
 from .device import eval_mode
 from .masks import PRUNABLE, apply_masks, copy_model, layer_mask, remove_masks
 
@@ -90,9 +90,18 @@ def _follow(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[list[str], li
 
 def _keep_channels(weight: torch.Tensor, amount: float, importance: Callable[[torch.Tensor], torch.Tensor]):
     """Indices (ascending) of the ``max(1, C - round(amount · C))`` most important output channels."""
-    scores = channel_scores(importance(weight), weight.shape[0])
+    scores = _check_scores(importance(weight), weight.shape[0])
     n_keep = max(1, weight.shape[0] - round(amount * weight.shape[0]))
     return torch.argsort(scores, descending=True, stable=True)[:n_keep].sort().values
+
+
+def _check_scores(scores, channels: int) -> torch.Tensor:
+    """What ``channel_prune``'s ``importance`` function returned: one finite score per output channel."""
+    if not isinstance(scores, torch.Tensor) or scores.shape != (channels,):
+        got = f"shape {tuple(scores.shape)}" if isinstance(scores, torch.Tensor) else f"a {type(scores).__name__}"
+        raise ValueError(f"importance must return a tensor of one score per output channel ({channels},); got {got}")
+    finite(scores, "the scores importance returned")
+    return scores
 
 
 def _set(module: nn.Module, name: str, value: torch.Tensor | None) -> None:

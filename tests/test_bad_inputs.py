@@ -665,3 +665,20 @@ def test_fit_refuses_an_optimizer_over_another_models_parameters():
     before = first.weight.detach().clone()  # the student's own optimizer, partial or whole, trains it
     kdlite.fit(student, (x, y), 1, optimizer=torch.optim.SGD(first.parameters(), lr=0.1), progress=False)
     assert not torch.equal(before, first.weight)
+
+
+def test_the_losses_warn_when_given_probabilities_for_logits():
+    s, t, y = torch.randn(8, 5), torch.randn(8, 5), torch.randint(0, 5, (8,))
+    for call in (lambda: kd_loss(s, t.softmax(-1), 4.0), lambda: distillation_loss(s, t.softmax(-1), y, 4.0, 0.5),
+                 lambda: dkd_loss(s, t.softmax(-1), y, 4.0, 1.0, 8.0),
+                 lambda: kdlite.losses.sequence_kd_loss(s[None], t.softmax(-1)[None])):
+        with pytest.warns(UserWarning, match=r"^teacher_logits look like probabilities") as caught:
+            call()
+        assert caught[0].filename == __file__  # the warning points at the caller's line, not into kdlite
+    with pytest.warns(UserWarning, match=r"^student_logits look like probabilities"):
+        kd_loss(s.softmax(-1), t, 4.0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # log-probabilities are logits (softmax(log p) = p): no warning
+        kd_loss(s, t.log_softmax(-1), 4.0)
