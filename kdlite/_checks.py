@@ -78,12 +78,18 @@ def layers_of(model, kinds: tuple[type, ...], who: str, what: str) -> nn.Module:
     return model
 
 
-def state_dict(value, name: str) -> Mapping:
-    """``value`` as a state_dict: a mapping of names to tensors, such as ``copy.deepcopy(model.state_dict())``."""
+def state_dict(value, name: str, model: nn.Module) -> Mapping:
+    """``value`` as a state_dict (names to tensors) that is a copy, not a view of ``model``'s own tensors."""
     if isinstance(value, nn.Module) or not isinstance(value, Mapping):
         fix = f" (pass its {name}.state_dict())" if isinstance(value, nn.Module) else ""
         raise TypeError(f"{name} must be a state_dict, e.g. copy.deepcopy(model.state_dict()) taken before "
                         f"training; got {type(value).__name__}{fix}")
+    live = {t.untyped_storage().data_ptr() for t in model.state_dict().values() if t.numel()}
+    shared = [k for k, t in value.items() if isinstance(t, torch.Tensor) and t.numel() and
+              t.untyped_storage().data_ptr() in live]
+    if shared:
+        raise ValueError(f"{name} shares memory with the model's own tensors ({shared[0]!r}, ...), so it changes as "
+                         f"they train: take it as copy.deepcopy(model.state_dict()) (model.state_dict() is a view)")
     return value
 
 

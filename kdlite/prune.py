@@ -200,7 +200,7 @@ def rewind(
     With ``masks`` (from :func:`magnitude_prune`), those masks are applied afterwards, e.g. to a freshly
     initialised model for the random-reinitialisation control. Returns ``model``.
     """
-    state, initial_state = checks.module(model).state_dict(), checks.state_dict(initial_state, "initial_state")
+    state, initial_state = checks.module(model).state_dict(), checks.state_dict(initial_state, "initial_state", model)
     for key in state:
         if key.endswith(".parametrizations.weight.0.mask"):
             continue  # keep the masks
@@ -239,6 +239,7 @@ def iterative_prune(
     """
     amounts = _check_amounts(amounts)
     epochs_per_round = integer(epochs_per_round, "epochs_per_round", 0)
+    rewind_to = None if rewind_to is None else checks.state_dict(rewind_to, "rewind_to", model)
     desc = fit_kwargs.pop("desc", None)
     records = []
     for i, amount in enumerate(amounts):

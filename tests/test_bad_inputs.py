@@ -682,3 +682,23 @@ def test_the_losses_warn_when_given_probabilities_for_logits():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # log-probabilities are logits (softmax(log p) = p): no warning
         kd_loss(s, t.log_softmax(-1), 4.0)
+
+
+def test_rewind_refuses_a_state_dict_that_is_a_view_of_the_model():
+    import copy
+
+    from kdlite.prune import iterative_prune, magnitude_prune, rewind
+
+    x, y = torch.randn(64, 8), torch.randint(0, 4, (64,))
+    model = MLP(8, [16], 4)
+    view, copied = model.state_dict(), copy.deepcopy(model.state_dict())  # the first changes as the model trains
+    kdlite.fit(model, (x, y), 1, progress=False)
+    magnitude_prune(model, 0.5)
+    with pytest.raises(ValueError, match=r"^initial_state shares .* own tensors \('net.1.weight', ...\), .*deepcopy"):
+        rewind(model, view)
+    rewind(model, copied)
+    first = next(m for m in model.modules() if isinstance(m, nn.Linear))
+    assert torch.equal(first.weight, copied[next(k for k in copied if k.endswith("weight"))] * (first.weight != 0))
+    fresh = MLP(8, [16], 4)
+    with pytest.raises(ValueError, match=r"^rewind_to shares memory"):  # before any training is wasted
+        iterative_prune(fresh, (x, y), [0.5], 1, rewind_to=fresh.state_dict(), progress=False)
