@@ -702,3 +702,15 @@ def test_rewind_refuses_a_state_dict_that_is_a_view_of_the_model():
     fresh = MLP(8, [16], 4)
     with pytest.raises(ValueError, match=r"^rewind_to shares memory"):  # before any training is wasted
         iterative_prune(fresh, (x, y), [0.5], 1, rewind_to=fresh.state_dict(), progress=False)
+
+
+def test_a_failed_calibration_keeps_the_ranges_the_model_had():
+    from kdlite.quant import calibrate, quantize_ptq
+
+    x = torch.randn(32, 8)
+    model = quantize_ptq(MLP(8, [16], 4), x)
+    before = model(x)
+    for bad in (x.double(), torch.full_like(x, math.nan)):
+        with pytest.raises(ValueError):
+            calibrate(model, bad)
+        assert torch.equal(model(x), before)

@@ -122,7 +122,7 @@ def calibrate(
     ``method`` as in :func:`qparams`: "minmax" (the running min and max), "percentile" (clip the rarest
     ``100 - percentile`` % at each end) or "histogram" (the clip with the least quantization MSE). The last two
     keep every observed input in memory until the ranges are set. NaN or inf in ``data``, or in the activations
-    it produces, raises a ValueError.
+    it produces, raises a ValueError; a calibration that fails leaves the ranges as they were.
     """
     range_method(method, percentile, RANGES)
     quants = [m for m in checks.module(model).modules() if isinstance(m, ActQuant)]
@@ -133,6 +133,7 @@ def calibrate(
     hooks = [] if method == "minmax" else [
         q.register_forward_pre_hook(lambda m, args: seen[m].append(args[0].detach().flatten())) for q in quants
     ]
+    before = {q: (q.lo.clone(), q.hi.clone()) for q in quants}  # put back if calibration fails
     for q in quants:
         q.reset()
         q.observing = True
@@ -141,12 +142,16 @@ def calibrate(
             for x in calibration_inputs(data, num_batches, device, token_ids=_reads_ids(model)):
                 with named_input_errors(model, x, "calibration"):
                     model(x)
+        _check_ranges(model)
+    except BaseException:
+        for q, (lo, hi) in before.items():
+            q.lo.copy_(lo), q.hi.copy_(hi)
+        raise
     finally:
         for q in quants:
             q.observing = False
         for h in hooks:
             h.remove()
-    _check_ranges(model)
     if method != "minmax":
         for q in quants:
             if seen[q]:  # an ActQuant that the forward pass skips keeps no range
