@@ -714,3 +714,16 @@ def test_a_failed_calibration_keeps_the_ranges_the_model_had():
         with pytest.raises(ValueError):
             calibrate(model, bad)
         assert torch.equal(model(x), before)
+
+
+def test_quantizing_a_fake_quantized_model_again_is_refused():
+    from kdlite.quant import prepare_qat, quantize_ptq, strip_qat
+
+    x = torch.randn(32, 8)
+    q8 = quantize_ptq(MLP(8, [16], 4), x)
+    for again in (lambda: quantize_ptq(q8, x, bits=4), lambda: prepare_qat(q8, bits=4)):
+        with pytest.raises(ValueError, match=r"^model is already fake-quantized \(its layers 'net.1', 'net.3' come "
+                                             r"from prepare_qat or quantize_ptq\) .* strip_qat\(model\)"):
+            again()
+    q4 = quantize_ptq(strip_qat(q8), x, bits=4)  # the fix the message names
+    assert {m.bits for m in q4.modules() if hasattr(m, "per_channel")} == {4}

@@ -167,10 +167,20 @@ def prepare_qat(
     zero."""
     bits, act_bits = checks.bits(bits), None if act_bits is None else checks.bits(act_bits, "act_bits")
     per_channel = checks.flag(per_channel, "per_channel")
-    model = checks.layers_of(model, (nn.Conv2d, nn.Linear), "prepare_qat", "nn.Conv2d and nn.Linear")
+    model = _check_float(checks.layers_of(model, (nn.Conv2d, nn.Linear), "prepare_qat", "nn.Conv2d and nn.Linear"))
     holder = nn.Sequential(fold_all_batchnorm(model))  # so that a layer given alone is swapped too
     _swap(holder, bits=bits, act_bits=act_bits, per_channel=per_channel)
     return holder[0]
+
+
+def _check_float(model: nn.Module) -> nn.Module:
+    done = [repr(name) for name, m in model.named_modules() if isinstance(m, (QuantConv2d, QuantLinear))]
+    if done:
+        shown = ", ".join(done[:3]) + ", ..." * (len(done) > 3)
+        raise ValueError(f"model is already fake-quantized (its layers {shown} "
+                         f"come from prepare_qat or quantize_ptq) and would keep their own bits: pass the float "
+                         f"model, or strip_qat(model) to get it back")
+    return model
 
 
 def strip_qat(model: nn.Module) -> nn.Module:
