@@ -5,6 +5,8 @@ as ``W = W_orig ⊙ M``. The product is a ``torch.nn.utils.parametrize`` paramet
 buffer, so a pruned weight is exactly zero at every forward pass and in every optimizer step, whatever the
 optimizer does to ``W_orig`` (momentum, weight decay), and the mask is saved and loaded with the
 ``state_dict`` (``<layer>.parametrizations.weight.original`` and ``<layer>.parametrizations.weight.0.mask``).
+So a pruned model's ``state_dict`` loads into a model pruned the same way (prune a fresh one by any amount first:
+the loaded masks replace its own); saved after :func:`remove_masks`, it loads into a plain model.
 
 ``torch.nn.utils.prune`` does the same with a forward pre-hook that writes
 ``weight = weight_orig * weight_mask`` before each forward pass; :func:`sparsity` and :func:`remove_masks`

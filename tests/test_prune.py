@@ -526,3 +526,18 @@ def test_channel_prune_points_a_mean_pool_to_adaptive_avg_pool():
 
     with pytest.raises(ValueError, match=r"does not support the operation 'mean' .*use F.adaptive_avg_pool2d\(x, 1\)"):
         channel_prune(MeanPool(), 0.5, torch.randn(2, 1, 8, 8))
+
+
+def test_a_pruned_state_dict_loads_as_the_masks_docstring_says():
+    from kdlite.models import MLP
+    from kdlite.prune import magnitude_prune, remove_masks, sparsity
+
+    pruned, x = MLP(8, [16], 4), torch.randn(5, 8)
+    magnitude_prune(pruned, 0.5)
+    fresh = MLP(8, [16], 4)
+    magnitude_prune(fresh, 0.1)  # any amount: the loaded masks replace its own
+    fresh.load_state_dict(pruned.state_dict())
+    assert torch.equal(fresh(x), pruned(x)) and sparsity(fresh)["overall"] == sparsity(pruned)["overall"]
+    plain = MLP(8, [16], 4)
+    plain.load_state_dict(remove_masks(pruned).state_dict())
+    assert torch.equal(plain(x), pruned(x))
