@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-PACKAGE = str(Path(__file__).parent) + os.sep  # kdlite/, for warnings that point at the user's line
+INTERNAL = (str(Path(__file__).parent) + os.sep, str(Path(torch.__file__).parent / "utils" / "_contextlib.py"))
 
 
 def integer(value, name: str, minimum: int = 0, maximum: int | None = None, what: str | None = None) -> int:
@@ -199,9 +199,9 @@ def not_probabilities(logits: torch.Tensor, name: str) -> None:
 
 
 def user_stacklevel() -> int:
-    """The ``stacklevel`` of the first frame outside the kdlite package: a warning points at the user's line."""
+    """The ``stacklevel`` of the first frame outside kdlite (and torch's no_grad wrapper): the user's line."""
     frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(PACKAGE):
+    while frame is not None and frame.f_code.co_filename.startswith(INTERNAL):
         frame, level = frame.f_back, level + 1
     return level
 

@@ -13,6 +13,7 @@ Structured (channel) pruning, which makes the layers physically smaller, is :fun
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 
 import torch
@@ -76,6 +77,11 @@ def _layers_or_error(model: nn.Module, modules=None, kinds: tuple[type, ...] = P
             f"model ({type(model).__name__}) has no {' or '.join(k.__name__ for k in kinds)} layers; those are what "
             f"kdlite.prune prunes (recurrent and attention layers are not supported)"
         )
+    dense = [name for name, m in model.named_modules() if isinstance(m, (nn.MultiheadAttention, nn.RNNBase))]
+    if modules is None and dense:
+        warnings.warn(f"kdlite.prune leaves {', '.join(map(repr, dense[:3]))} dense: the in_proj_weight of an "
+                      f"nn.MultiheadAttention (its out_proj is pruned) and a recurrent layer's weights are not Linear "
+                      f"or Conv layers; sparsity() counts only the pruned layers", stacklevel=checks.user_stacklevel())
     return layers
 
 

@@ -727,3 +727,14 @@ def test_quantizing_a_fake_quantized_model_again_is_refused():
             again()
     q4 = quantize_ptq(strip_qat(q8), x, bits=4)  # the fix the message names
     assert {m.bits for m in q4.modules() if hasattr(m, "per_channel")} == {4}
+
+
+def test_pruning_says_which_attention_and_recurrent_weights_stay_dense():
+    from kdlite.prune import magnitude_prune, sparsity
+
+    layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+    with pytest.warns(UserWarning, match=r"^kdlite.prune leaves 'self_attn' dense: the in_proj_weight") as caught:
+        magnitude_prune(layer, 0.5)
+    assert caught[0].filename == __file__
+    assert sparsity(layer)["overall"] == pytest.approx(0.5)  # of the Linear layers it pruned
+    assert not (layer.self_attn.in_proj_weight == 0).any()
