@@ -738,3 +738,25 @@ def test_pruning_says_which_attention_and_recurrent_weights_stay_dense():
     assert caught[0].filename == __file__
     assert sparsity(layer)["overall"] == pytest.approx(0.5)  # of the Linear layers it pruned
     assert not (layer.self_attn.in_proj_weight == 0).any()
+
+
+def test_batchnorm_that_cannot_be_paired_is_named_not_left_silently():
+    import warnings
+
+    from kdlite.models import CNN, ResNet
+    from kdlite.quant import fold_all_batchnorm, prepare_qat
+
+    class Net(nn.Module):  # a conv and its BatchNorm under names fold_all_batchnorm cannot pair
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.norm1, self.fc = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.norm1(self.conv1(x))).mean((2, 3)))
+
+    for call in (lambda: fold_all_batchnorm(Net()), lambda: prepare_qat(Net())):
+        with pytest.warns(UserWarning, match=r"^BatchNorm2d 'norm1' not folded: .* fold_batchnorm\(conv, bn\)"):
+            call()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the book's models fold completely
+        prepare_qat(ResNet(8, width=8)), prepare_qat(CNN(3, 10, [8, 16]))

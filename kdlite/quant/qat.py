@@ -7,6 +7,8 @@ and its input (unsigned, an ``ActQuant``), after folding BatchNorm into the conv
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -65,9 +67,16 @@ def _fold_children(module: nn.Module) -> None:
 
 
 def fold_all_batchnorm(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` (CNN, ResNet, ...) with every conv–BatchNorm pair folded into one conv."""
+    """A copy of ``model`` (CNN, ResNet, ...) with every conv–BatchNorm pair folded into one conv: consecutive in
+    an ``nn.Sequential``, or attributes ``conv<k>`` / ``bn<k>`` of one module. A BatchNorm2d it cannot pair (other
+    names, another order) stays, with a warning: fold it by hand with :func:`fold_batchnorm`."""
     model = copy_model(checks.module(model))
     _fold_children(model)
+    left = [name for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
+    if left:
+        warnings.warn(f"BatchNorm2d {', '.join(map(repr, left[:3]))}{', ...' * (len(left) > 3)} not folded: no Conv2d "
+                      f"right before it in an nn.Sequential, nor a conv<k> / bn<k> pair; it stays a float BatchNorm "
+                      f"(fold it by hand with fold_batchnorm(conv, bn))", stacklevel=checks.user_stacklevel())
     return model
 
 
