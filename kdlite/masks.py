@@ -106,13 +106,15 @@ def layer_mask(layer: nn.Module) -> torch.Tensor | None:
 
 
 def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
-    """Prune ``model`` with the given masks (layer name -> boolean tensor of the weight's shape, ``True``
-    keeps): attaches ``W = W_orig ⊙ M`` to each named layer, or replaces the mask it already has.
+    """Prune ``model`` with the given masks (layer name, or the layer itself, -> boolean tensor of the weight's
+    shape, ``True`` keeps): attaches ``W = W_orig ⊙ M`` to each layer, or replaces the mask it already has.
     Returns ``model``."""
     layers = prunable_layers(model, list(_check_mapping(masks)), name="masks")
     _check_not_torch_pruned(layers)  # before any layer changes
-    for name, layer in layers.items():
-        mask = binary_mask(masks[name], f"masks[{name!r}]")
+    name_of = {id(m): name for name, m in model.named_modules()}
+    for key, given in masks.items():
+        name = key if isinstance(key, str) else name_of[id(key)]
+        layer, mask = layers[name], binary_mask(given, f"masks[{name!r}]")
         weight = layer.weight
         if mask.shape != weight.shape:
             raise ValueError(

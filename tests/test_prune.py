@@ -541,3 +541,12 @@ def test_a_pruned_state_dict_loads_as_the_masks_docstring_says():
     plain = MLP(8, [16], 4)
     plain.load_state_dict(remove_masks(pruned).state_dict())
     assert torch.equal(plain(x), pruned(x))
+
+
+def test_apply_masks_takes_layers_as_keys_as_well_as_names():
+    from kdlite.prune import apply_masks
+
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    mask = torch.tensor([[True, False, True, False]] * 3)
+    apply_masks(model, {model[0]: mask, "2": torch.ones(2, 3, dtype=torch.bool)})
+    assert torch.equal(model[0].weight != 0, mask) and (model[2].weight != 0).all()
