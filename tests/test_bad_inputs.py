@@ -760,3 +760,13 @@ def test_batchnorm_that_cannot_be_paired_is_named_not_left_silently():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the book's models fold completely
         prepare_qat(ResNet(8, width=8)), prepare_qat(CNN(3, 10, [8, 16]))
+
+
+def test_scale_zero_point_takes_numbers_as_well_as_tensors():
+    from kdlite.quant import scale_zero_point
+
+    for symmetric in (False, True):
+        by_number = scale_zero_point(-1.0, 0.5, 8, symmetric)
+        by_tensor = scale_zero_point(torch.tensor(-1.0), torch.tensor(0.5), 8, symmetric)
+        assert all(torch.equal(a, b) for a, b in zip(by_number, by_tensor, strict=True))
+    assert scale_zero_point(-1.0, 0.5, 8, True)[0].item() == pytest.approx(1 / 127)

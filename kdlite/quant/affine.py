@@ -32,15 +32,16 @@ def qrange(bits: int, symmetric: bool = False) -> tuple[int, int]:
 
 
 def scale_zero_point(
-    lo: torch.Tensor, hi: torch.Tensor, bits: int, symmetric: bool
+    lo: torch.Tensor | float, hi: torch.Tensor | float, bits: int, symmetric: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scale and zero point that map the range [lo, hi] onto the integer grid.
+    """Scale and zero point that map the range [lo, hi] (tensors, or numbers) onto the integer grid.
 
     Asymmetric: the range is widened to contain 0, s = (hi − lo) / (q_max − q_min), z = round(q_min − lo / s).
     Symmetric: s = max(|lo|, |hi|) / (2^(b−1) − 1), z = 0: ±max land on ±(2^(b−1) − 1), the "restricted
     range"; the code −2^(b−1) stays legal in ``quantize`` but qparams never needs it, so −x quantizes to −q.
     A zero range gets the dtype's eps as its scale.
     """
+    lo, hi = (v if isinstance(v, torch.Tensor) else torch.tensor(float(v)) for v in (lo, hi))
     qmin, qmax = qrange(bits, symmetric)
     eps = torch.finfo(lo.dtype).eps
     if symmetric:
