@@ -723,3 +723,20 @@ def test_quantize_ptq_calibrates_a_language_model_on_token_ids():
     x = ids[:32].view(2, 16)
     with torch.no_grad():  # 8-bit weights and activations: close to the float model
         assert (q(x) - model(x)).abs().max() < 0.05 * model(x).abs().max()
+
+
+def test_an_int8_model_saves_and_loads_as_its_docstring_says():
+    import io
+
+    from kdlite.models import CNN
+    from kdlite.quant import to_int8
+
+    torch.manual_seed(0)
+    x = torch.randn(16, 3, 32, 32)
+    int8_model = to_int8(CNN(3, 10, [8, 16]), x)
+    buffer = io.BytesIO()
+    torch.save(int8_model.state_dict(), buffer)
+    buffer.seek(0)
+    other = to_int8(CNN(3, 10, [8, 16]), torch.rand(16, 3, 32, 32))  # other weights, other calibration data
+    other.load_state_dict(torch.load(buffer))
+    assert torch.equal(other(x), int8_model(x))

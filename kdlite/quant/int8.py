@@ -65,6 +65,10 @@ def to_int8(
     The model must be traceable by ``torch.fx``: a fixed graph of modules and tensor operations, as the book's
     MLP, CNN and ResNet are (Conv/Linear/BatchNorm/ReLU). A model whose forward branches or loops on its input
     (``nn.LSTM``'s does) raises a ValueError.
+
+    Saving: ``torch.save(int8_model.state_dict(), path)``, loaded into ``to_int8`` of the same architecture (any
+    calibration data: the loaded scales replace its own). A whole int8 CNN saved with ``torch.save(int8_model)``
+    does not load again in this PyTorch (its fused ``ConvReLU2d`` fails to unpickle).
     """
     model = float32_model(model, "to_int8", token_ids=False)
     data = renamed(data, calibration_data, "data", "calibration_data")
