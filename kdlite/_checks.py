@@ -26,7 +26,7 @@ def integer(value, name: str, minimum: int = 0, maximum: int | None = None, what
     ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if not ok or value < minimum or (maximum is not None and value > maximum):
         words = {0: "a non-negative int", 1: "a positive int"}.get(minimum, f"an int >= {minimum}")
-        raise ValueError(f"{name} must be {what or words}; got {value!r}")
+        raise ValueError(f"{name} must be {what or words}; got {value!r:.80}")
     return int(value)
 
 
@@ -34,7 +34,7 @@ def fraction(value, name: str, what: str = "of weights to prune") -> float:
     """``value`` as a ``float`` in [0, 1): the fraction of something to remove."""
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 <= value < 1  # NaN fails
     if not ok:
-        raise ValueError(f"{name} must be a number in [0, 1) (the fraction {what}); got {value!r}")
+        raise ValueError(f"{name} must be a number in [0, 1) (the fraction {what}); got {value!r:.80}")
     return float(value)
 
 
@@ -54,7 +54,7 @@ def finite(x: torch.Tensor, name: str) -> None:
 def number(value, name: str) -> float:
     """``value`` as a finite ``float``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number; got {value!r}")
+        raise ValueError(f"{name} must be a finite number; got {value!r:.80}")
     return float(value)
 
 
@@ -151,9 +151,9 @@ def weight(name: str, value, low: float = 0.0, high: float = math.inf) -> float:
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number in [{low}, {high}]; got {value!r}")
+        raise ValueError(f"{name} must be a finite number in [{low}, {high}]; got {value!r:.80}")
     if not low <= value <= high:
-        raise ValueError(f"{name} must be in [{low}, {high}]; got {value!r}")
+        raise ValueError(f"{name} must be in [{low}, {high}]; got {value!r:.80}")
     return float(value)
 
 
@@ -301,7 +301,7 @@ def real(value, name: str, low: float, high: float, low_open: bool = True) -> fl
     """``value`` as a float in (low, high] (or [low, high] with ``low_open=False``)."""
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
     if not ok or not ((low < value) if low_open else (low <= value)) or not value <= high:
-        raise ValueError(f"{name} must be in {'(' if low_open else '['}{low}, {high}] (a number); got {value!r}")
+        raise ValueError(f"{name} must be in {'(' if low_open else '['}{low}, {high}] (a number); got {value!r:.80}")
     return float(value)
 
 
@@ -379,7 +379,7 @@ def shape(value, name: str) -> tuple[int, ...]:
     try:
         out = tuple(integer(d, name, minimum=-(2**63)) for d in value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a sequence of ints such as tensor.shape; got {value!r}") from None
+        raise ValueError(f"{name} must be a sequence of ints such as tensor.shape; got {value!r:.80}") from None
     if any(d <= 0 for d in out):
         raise ValueError(f"{name} must have positive sizes; got {out}")
     return out
