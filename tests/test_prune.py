@@ -550,3 +550,26 @@ def test_apply_masks_takes_layers_as_keys_as_well_as_names():
     mask = torch.tensor([[True, False, True, False]] * 3)
     apply_masks(model, {model[0]: mask, "2": torch.ones(2, 3, dtype=torch.bool)})
     assert torch.equal(model[0].weight != 0, mask) and (model[2].weight != 0).all()
+
+
+def test_channel_prune_sees_through_arithmetic_with_a_number():
+    """x * 2 + 1 treats every channel alike: not a residual connection (which ties channels, and stays)."""
+    import warnings
+
+    from kdlite.prune import channel_prune
+
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(8, 16), nn.Linear(16, 4)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x) * 2 + 1))
+
+    model, x = Scaled(), torch.randn(5, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pruned = channel_prune(model, 0.5, x)
+    keep = torch.topk(model.a.weight.abs().sum(1), 8).indices.sort().values  # the L1-largest rows, as documented
+    expected = model.b.weight[:, keep] @ torch.relu(2 * (x @ model.a.weight[keep].T + model.a.bias[keep]) + 1).T
+    assert pruned.a.out_features == 8 and torch.allclose(pruned(x), expected.T + model.b.bias, atol=1e-6)
