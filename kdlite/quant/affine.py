@@ -183,7 +183,8 @@ def fake_quantize(
     check: bool = True,
 ) -> torch.Tensor:
     """x̂ = s · (clamp(round(x / s) + z, q_min, q_max) − z) in float, differentiable by the straight-through
-    estimator: the gradient passes unchanged where s(q_min − z) ≤ x ≤ s(q_max − z) and is zero elsewhere.
+    estimator: the gradient passes unchanged where s(q_min − z) ≤ x ≤ s(q_max − z) and is zero elsewhere. It
+    flows to ``x`` only: a ``scale`` that requires grad gets none (a learned step size, as in LSQ, is not this).
 
     NaN in ``x`` stays NaN and ±inf saturates, without a check: this runs at every QAT step, where a NaN loss
     is what ``kdlite.fit`` detects. ``check=False`` also skips the checks of the arguments (and their device
