@@ -4,9 +4,8 @@
 # back in $OUT/bundle.tgz (rewritten every 15 s, so a run cut short still returns what it finished), with summary.txt.
 # Here: bash ../shared/gpu/prepare.sh && .venv/bin/python tools/gpu/cut.py
 # There (carry .gpu and .whl): RUNS="rec09" bash tools/gpu/run.sh (chapter 9 is the one still owed; rec07ch, rec04
-# and rec05's CIFAR-10 channel pruning are recorded, on the CPU, and re-record when named). Chapter 3's noise and
-# caching records (03_noise, 03_caching) are owed too: RUNS="rec03" SEEDS="0,1,2", one process, so that one teacher
-# and one validation sweep choose T and alpha (it re-records 03_hinton beside them)
+# and rec05's CIFAR-10 channel pruning are recorded, on the CPU, and re-record when named; so is chapter 3, whose
+# rec03 needs SEEDS="0,1,2", one process, so that one teacher and one validation sweep choose T and alpha)
 # One process per seed trains its own teacher where a chapter trains one (chapters 4, 7's chain, 9): the merged
 # record's note says so. SEEDS="0,1,2" runs all seeds in one process (one teacher), as the chapter does.
 set -u
