@@ -80,7 +80,7 @@ def _follow(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[list[str], li
             frontier += user.users
         elif user.op == "call_module" or target in CHANNELWISE_FUNCTIONS or target in CHANNELWISE_METHODS:
             frontier += user.users
-        elif target in MERGES and target is not torch.cat and sum(isinstance(a, fx.Node) for a in user.args) < 2:
+        elif target in MERGES and target is not torch.cat and len(user.all_input_nodes) < 2:
             frontier += user.users  # x * 2, x + 1: a number, the same for every channel
         elif target in MERGES:
             return norms, consumers, f"tied at {user.name}"

@@ -143,6 +143,11 @@ def calibrate(
                 with named_input_errors(model, x, "calibration"):
                     model(x)
         _check_ranges(model)
+        if method != "minmax":
+            for q in quants:
+                if seen[q]:  # an ActQuant that the forward pass skips keeps no range
+                    lo, hi = RANGES[method](torch.cat(seen[q])[None].float(), q.bits, False, percentile)
+                    q.lo.fill_(lo.item()), q.hi.fill_(hi.item())
     except BaseException:
         for q, (lo, hi) in before.items():
             q.lo.copy_(lo), q.hi.copy_(hi)
@@ -152,11 +157,6 @@ def calibrate(
             q.observing = False
         for h in hooks:
             h.remove()
-    if method != "minmax":
-        for q in quants:
-            if seen[q]:  # an ActQuant that the forward pass skips keeps no range
-                lo, hi = RANGES[method](torch.cat(seen[q])[None].float(), q.bits, False, percentile)
-                q.lo.fill_(lo.item()), q.hi.fill_(hi.item())
     return model
 
 
